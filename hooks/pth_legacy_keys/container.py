@@ -1,0 +1,381 @@
+"""Read a checkpoint's container: the zip written by torch.save, or the legacy format.
+
+Reading a zip checkpoint touches the end records, the central directory, the local
+header of the pickle record and the pickle itself: never the tensor data.  Anything
+torch might read differently from us (duplicate names, compression, overlapping or
+reordered records, a second central directory, bytes before the first record) is
+refused, because a tool that rewrites files must see exactly what torch will see.
+"""
+
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import CheckpointError, NotACheckpoint, Refused
+from .pickle_walk import MAX_PICKLE_BYTES, Storage, Text, Truncated, storage_type_size, walk
+
+LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
+CENTRAL_HEADER = struct.Struct("<IHHHHHHIIIHHHHHII")
+END_RECORD = struct.Struct("<IHHHHIIH")
+ZIP64_END_RECORD = struct.Struct("<IQHHIIQQQQ")
+ZIP64_LOCATOR = struct.Struct("<IIQI")
+LOCAL_SIG, CENTRAL_SIG, END_SIG = 0x04034B50, 0x02014B50, 0x06054B50
+ZIP64_END_SIG, ZIP64_LOCATOR_SIG = 0x06064B50, 0x07064B50
+ZIP64_EXTRA_ID = 0x0001
+U16_MAX, U32_MAX = 0xFFFF, 0xFFFFFFFF
+ALLOWED_FLAGS = 0x0808  # data descriptor, UTF-8 names: what torch.save and zipfile write
+MAX_CENTRAL_DIRECTORY = 64 * 1024 * 1024
+MAX_RECORDS = 1_000_000
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+LEGACY_HEAD = b"\x80\x02\x8a\x0a"  # PROTO 2, LONG1 of 10 bytes: the magic number
+LFS_POINTER_HEAD = b"version https://git-lfs.github.com/spec/"
+KNOWN_RECORD = re.compile(
+    r"data\.pkl|\.format_version|\.storage_alignment|byteorder|data/\d+|version"
+    r"|\.data/version|\.data/serialization_id"
+)
+SNIFF_BYTES = 4096
+
+
+@dataclass
+class Record:
+    name: str
+    header_offset: int
+    size: int
+    crc: int
+    flags: int
+    data_offset: int = -1  # known once the local header has been read
+
+
+@dataclass
+class Checkpoint:
+    """What we read of one checkpoint: enough to report on it or rewrite it."""
+
+    path: str
+    format: str  # "zip" or "legacy"
+    file_size: int
+    pickle: bytes  # the main pickle, the one holding the state dicts
+    pickle_start: int  # its offset in the file
+    root: object  # the inert tree walked from it
+    records: list = field(default_factory=list)  # zip: in physical order
+    pickle_record: "Record | None" = None
+    alignment: int = 64
+
+
+def read_checkpoint(path, *, locate_all_records=False):
+    """Read and walk the checkpoint at `path`.
+
+    With `locate_all_records` every record's local header is read too, as a rewrite
+    needs; a check reads only what its verdict depends on.
+    """
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        head = f.read(SNIFF_BYTES)
+        if head.startswith(b"PK\x03\x04"):
+            return _read_zip(f, path, file_size, locate_all_records)
+        if head.startswith(LEGACY_HEAD):
+            return _read_legacy(f, path, file_size)
+        raise _not_a_checkpoint(head, file_size)
+
+
+def _not_a_checkpoint(head, file_size):
+    if file_size == 0:
+        return CheckpointError("empty file")
+    if head.startswith(LFS_POINTER_HEAD):
+        return NotACheckpoint("not checked: Git LFS pointer; fetch the real file (git lfs pull)",
+                              is_lfs_pointer=True)
+    if file_size <= SNIFF_BYTES and _is_path_configuration(head):
+        return NotACheckpoint("a Python path-configuration file (site-packages .pth), not a checkpoint")
+    if head.startswith(b"PK"):
+        return CheckpointError("not a PyTorch checkpoint: a zip that does not start with a record")
+    if head[:1] == b"\x80":
+        return Refused("a bare pickle, not a torch.save checkpoint")
+    return CheckpointError("not a PyTorch checkpoint (unrecognised content)")
+
+
+def _is_path_configuration(head):
+    """True for the text files site.py reads: paths, comments and `import` lines."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or line.startswith(("import ", "import\t")):
+            continue
+        if any(c in line for c in "<>|\"*?\x00") or not line.isprintable():
+            return False
+    return True
+
+
+# -- zip --------------------------------------------------------------------------
+
+
+def _read_zip(f, path, file_size, locate_all_records):
+    records, end_of_records = _read_central_directory(f, file_size)
+    prefix = _archive_prefix(records)
+    by_name = {r.name: r for r in records}
+    pickle_record = by_name.get(prefix + "data.pkl")
+    if pickle_record is None:
+        raise CheckpointError("not a PyTorch checkpoint: a zip archive without data.pkl")
+    if prefix + "version" not in by_name and prefix + ".data/version" not in by_name:
+        raise Refused("the archive has no version record")
+    for record in records:
+        if not KNOWN_RECORD.fullmatch(record.name[len(prefix):]):
+            raise Refused(f"the archive holds an unexpected record '{record.name}'")
+    _check_layout(records, end_of_records)
+
+    to_locate = records if locate_all_records else [pickle_record]
+    for record in to_locate:
+        _locate_data(f, record, records, end_of_records)
+    pickle = _pread(f, pickle_record.data_offset, pickle_record.size)
+    if zlib.crc32(pickle) != pickle_record.crc:
+        raise Refused("the pickle record's CRC does not match its contents")
+
+    def persistent_id(pid):
+        storage = _storage_reference(pid, 5)
+        record = by_name.get(f"{prefix}data/{storage.key}")
+        if record is None:
+            raise CheckpointError(f"the pickle refers to record data/{storage.key}, which the archive lacks")
+        if storage.numel * storage.element_size > record.size:
+            raise Refused(f"storage data/{storage.key} claims more bytes than its record holds")
+        return storage
+
+    result = _walk_whole(pickle, persistent_id, "the pickle record")
+    checkpoint = Checkpoint(path, "zip", file_size, pickle, pickle_record.data_offset, result.root,
+                            records, pickle_record)
+    alignment = by_name.get(prefix + ".storage_alignment")
+    if locate_all_records and alignment is not None:
+        checkpoint.alignment = _parse_alignment(_pread(f, alignment.data_offset, alignment.size))
+    return checkpoint
+
+
+def _read_central_directory(f, file_size):
+    """Return the records in central-directory order and where the directory ends."""
+    tail_size = min(file_size, 22 + U16_MAX + 20 + 56)
+    tail_start = file_size - tail_size
+    tail = _pread(f, tail_start, tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    while at >= 0 and (len(tail) - at < 22 or at + 22 + _u16(tail, at + 20) != len(tail)):
+        at = tail.rfind(b"PK\x05\x06", 0, at)
+    if at < 0:
+        raise CheckpointError("truncated or corrupt: no zip end-of-central-directory record")
+    _, disk, cd_disk, _, count, cd_size, cd_offset, _ = END_RECORD.unpack_from(tail, at)
+    if disk or cd_disk:
+        raise Refused("the archive spans several disks")
+    end_of_cd = tail_start + at
+    locator = at - ZIP64_LOCATOR.size
+    if locator >= 0 and tail[locator:locator + 4] == b"PK\x06\x07":
+        _, _, z64_offset, _ = ZIP64_LOCATOR.unpack_from(tail, locator)
+        if z64_offset + ZIP64_END_RECORD.size != tail_start + locator:
+            raise Refused("the zip64 end record is not where its locator says")
+        z64 = _pread(f, z64_offset, ZIP64_END_RECORD.size)
+        sig, _, _, _, disk, cd_disk, _, count, cd_size, cd_offset = ZIP64_END_RECORD.unpack(z64)
+        if sig != ZIP64_END_SIG or disk or cd_disk:
+            raise CheckpointError("corrupt zip64 end record")
+        end_of_cd = z64_offset
+    elif U32_MAX in (cd_size, cd_offset) or count == U16_MAX:
+        raise CheckpointError("truncated or corrupt: zip64 fields without a zip64 end record")
+    if cd_offset + cd_size != end_of_cd:
+        raise Refused("the central directory is not where the end record says "
+                      "(a second central directory, or bytes between)")
+    if cd_size > MAX_CENTRAL_DIRECTORY or count > MAX_RECORDS:
+        raise Refused("the central directory is larger than any checkpoint's")
+    if cd_offset >= tail_start:
+        cd = tail[cd_offset - tail_start:cd_offset - tail_start + cd_size]
+    else:
+        cd = _pread(f, cd_offset, cd_size)
+    return _parse_central_directory(cd, count), cd_offset
+
+
+def _parse_central_directory(cd, count):
+    records = []
+    names = set()
+    pos = 0
+    for _ in range(count):
+        if pos + CENTRAL_HEADER.size > len(cd):
+            raise CheckpointError("corrupt central directory")
+        (sig, _, _, flags, method, _, _, crc, compressed, size, name_len, extra_len, comment_len,
+         _, _, _, offset) = CENTRAL_HEADER.unpack_from(cd, pos)
+        if sig != CENTRAL_SIG:
+            raise CheckpointError("corrupt central directory")
+        pos += CENTRAL_HEADER.size
+        raw_name = cd[pos:pos + name_len]
+        extra = cd[pos + name_len:pos + name_len + extra_len]
+        pos += name_len + extra_len + comment_len
+        try:
+            name = raw_name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Refused("a record name is not UTF-8") from None
+        size, compressed, offset = _apply_zip64_extra(extra, size, compressed, offset)
+        if method != 0:
+            raise Refused(f"record '{name}' is compressed (method {method}); torch.save stores every record")
+        if flags & ~ALLOWED_FLAGS:
+            raise Refused(f"record '{name}' has flag bits 0x{flags & ~ALLOWED_FLAGS:04x} set "
+                          "(encrypted or patched data)")
+        if compressed != size:
+            raise CheckpointError(f"record '{name}' has two different sizes")
+        if name in names:
+            raise Refused(f"the archive has two records named '{name}'")
+        names.add(name)
+        records.append(Record(name, offset, size, crc, flags))
+    if pos != len(cd):
+        raise Refused("the central directory holds more than its records")
+    return records
+
+
+def _apply_zip64_extra(extra, size, compressed, offset):
+    pos = 0
+    while pos + 4 <= len(extra):
+        field_id, field_size = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4:pos + 4 + field_size]
+        pos += 4 + field_size
+        if field_id != ZIP64_EXTRA_ID:
+            continue
+        values = list(struct.unpack_from(f"<{len(body) // 8}Q", body))
+        try:
+            if size == U32_MAX:
+                size = values.pop(0)
+            if compressed == U32_MAX:
+                compressed = values.pop(0)
+            if offset == U32_MAX:
+                offset = values.pop(0)
+        except IndexError:
+            raise CheckpointError("corrupt zip64 extra field") from None
+    return size, compressed, offset
+
+
+def _archive_prefix(records):
+    if not records or "/" not in records[0].name:
+        raise CheckpointError("not a PyTorch checkpoint: a zip archive without data.pkl")
+    prefix = records[0].name.split("/", 1)[0] + "/"
+    for record in records:
+        if not record.name.startswith(prefix):
+            raise Refused(f"record '{record.name}' is outside the archive prefix '{prefix}'")
+        rest = record.name[len(prefix):]
+        if rest == "constants.pkl" or rest.startswith("code/"):
+            raise NotACheckpoint("a TorchScript archive (torch.jit.save), not a state-dict checkpoint")
+    return prefix
+
+
+def _check_layout(records, end_of_records):
+    ordered = sorted(records, key=lambda r: r.header_offset)
+    if ordered != records:
+        raise Refused("the archive's records are not in the order of its central directory")
+    if records[0].header_offset != 0:
+        raise Refused(f"{records[0].header_offset} bytes precede the archive's first record")
+    for record, next_start in zip(records, [r.header_offset for r in records[1:]] + [end_of_records]):
+        minimum_end = record.header_offset + LOCAL_HEADER.size + len(record.name.encode()) + record.size
+        if minimum_end > next_start:
+            raise Refused(f"record '{record.name}' overlaps what follows it")
+
+
+def _locate_data(f, record, records, end_of_records):
+    header = _pread(f, record.header_offset, LOCAL_HEADER.size)
+    sig, _, flags, method, _, _, _, _, _, name_len, extra_len = LOCAL_HEADER.unpack(header)
+    name = _pread(f, record.header_offset + LOCAL_HEADER.size, name_len)
+    if sig != LOCAL_SIG or name != record.name.encode() or flags != record.flags or method != 0:
+        raise Refused(f"the local header of '{record.name}' disagrees with the central directory")
+    record.data_offset = record.header_offset + LOCAL_HEADER.size + name_len + extra_len
+    index = records.index(record)
+    next_start = records[index + 1].header_offset if index + 1 < len(records) else end_of_records
+    if record.data_offset + record.size > next_start:
+        raise Refused(f"record '{record.name}' overlaps what follows it")
+
+
+def _parse_alignment(raw):
+    text = raw.decode("ascii", "replace").strip()
+    if not text.isdigit() or not 0 < int(text) <= 1 << 20:
+        raise Refused(f"the archive's .storage_alignment is not a sane number: {text[:20]!r}")
+    return int(text)
+
+
+def _storage_reference(pid, length):
+    """Check a persistent id is ('storage', <torch storage class>, key, location, numel, ...)."""
+    if (type(pid) is not tuple or len(pid) != length or type(pid[0]) is not Text
+            or pid[0].value != "storage" or type(pid[2]) is not Text or type(pid[3]) is not Text
+            or type(pid[4]) is not int or pid[4] < 0):
+        raise Refused("the pickle has a persistent id that is not a torch storage reference")
+    key = pid[2].value
+    if not (key.isascii() and key.isdigit()):
+        raise Refused(f"the pickle names a storage key that is not a number: {key[:40]!r}")
+    return Storage(key, storage_type_size(pid[1]), pid[4])
+
+
+def _walk_whole(data, persistent_id, what):
+    try:
+        result = walk(data, 0, persistent_id)
+    except Truncated:
+        raise CheckpointError(f"{what} is truncated") from None
+    if result.end != len(data):
+        raise Refused(f"{len(data) - result.end} bytes follow the pickle's STOP opcode")
+    return result
+
+
+# -- legacy -----------------------------------------------------------------------
+
+
+def _read_legacy(f, path, file_size):
+    """Read the five pickles of the pre-1.6 format; the raw storages after them are not read."""
+    limit = min(file_size, 1 << 20)
+    while True:
+        data = _pread(f, 0, limit)
+        try:
+            return _walk_legacy(data, path, file_size)
+        except Truncated:
+            if limit >= file_size:
+                raise CheckpointError("truncated: the file ends inside its pickles") from None
+            if limit >= MAX_PICKLE_BYTES:
+                raise Refused(f"the pickles are larger than {MAX_PICKLE_BYTES >> 20} MiB") from None
+            limit = min(file_size, limit * 4)
+
+
+def _walk_legacy(data, path, file_size):
+    magic = walk(data, 0)
+    if magic.root != LEGACY_MAGIC:
+        raise CheckpointError("not a PyTorch checkpoint (wrong magic number)")
+    version = walk(data, magic.end)
+    if version.root != LEGACY_PROTOCOL:
+        raise Refused(f"legacy format version {version.root!r}, not {LEGACY_PROTOCOL}")
+    sys_info = walk(data, version.end)
+    main_start = sys_info.end
+    # Walked on its own so that string offsets count from the pickle's first byte.
+    main_pickle = data[main_start:]
+    main = walk(main_pickle, 0, _legacy_persistent_id)
+    keys = walk(data, main_start + main.end)
+    if type(keys.root) is not list or any(type(k) is not Text for k in keys.root):
+        raise CheckpointError("corrupt legacy checkpoint: its storage key list is malformed")
+    listed = {k.value for k in keys.root}
+    for storage in main.storages:
+        if storage.key not in listed:
+            raise CheckpointError(f"corrupt legacy checkpoint: storage {storage.key} is not listed")
+    if keys.end > file_size:
+        raise CheckpointError("truncated legacy checkpoint")
+    return Checkpoint(path, "legacy", file_size, main_pickle[:main.end], main_start, main.root)
+
+
+def _legacy_persistent_id(pid):
+    storage = _storage_reference(pid, 6)
+    view = pid[5]
+    if view is not None and not (type(view) is tuple and len(view) == 3 and type(view[0]) is Text
+                                 and type(view[1]) is int and type(view[2]) is int):
+        raise Refused("the pickle has a storage view that is not a torch storage reference")
+    return storage
+
+
+# -- small helpers ----------------------------------------------------------------
+
+
+def _pread(f, offset, size):
+    f.seek(offset)
+    data = f.read(size)
+    if len(data) != size:
+        raise CheckpointError("truncated: the file ends before a record it lists")
+    return data
+
+
+def _u16(data, pos):
+    return struct.unpack_from("<H", data, pos)[0]

@@ -1,0 +1,101 @@
+"""Check or fix one file: read it, plan the renames, and (for fix) write and verify."""
+
+import os
+
+from .container import read_checkpoint
+from .errors import CheckpointError, NotACheckpoint, Refused
+from .pickle_edit import replace_strings
+from .rename import DIRECTIONS, LEGACY, plan
+from .report import FileReport
+from .writer import replace_atomically, write_legacy, write_zip
+
+LFS_POINTER_CHOICES = ("error", "skip")
+
+
+def scan(path, to=LEGACY, *, lfs_pointers="error"):
+    """Report what `fix` would rename in `path`, without changing it."""
+    return _run(path, to, lfs_pointers, write=False)
+
+
+def fix(path, to=LEGACY, *, lfs_pointers="error"):
+    """Rename the keys of `path` to the `to` names in place, if any need it."""
+    return _run(path, to, lfs_pointers, write=True)
+
+
+def _run(path, to, lfs_pointers, write):
+    if to not in DIRECTIONS:
+        raise ValueError(f"to must be one of {DIRECTIONS}, not {to!r}")
+    if lfs_pointers not in LFS_POINTER_CHOICES:
+        raise ValueError(f"lfs_pointers must be one of {LFS_POINTER_CHOICES}, not {lfs_pointers!r}")
+    path = os.fspath(path)
+    report = FileReport(path, "ok", to)
+    try:
+        if os.path.isdir(path):
+            raise CheckpointError("is a folder, not a file")
+        # A symlinked checkpoint is fixed where it lives; the link stays a link.
+        real_path = os.path.realpath(path)
+        checkpoint = read_checkpoint(real_path, locate_all_records=write)
+        report.format = checkpoint.format
+        renames = plan(checkpoint.root, to)
+        report.renames, report.param_names = renames.renames, renames.param_names
+        report.modules, report.problems = renames.modules, renames.problems
+        if renames.problems:
+            report.status = "cannot-convert"
+        elif renames.renames or renames.param_names:
+            if write:
+                _rewrite(real_path, checkpoint, renames, to)
+                report.status = "fixed"
+            else:
+                report.status = "needs-fix"
+    except NotACheckpoint as exc:
+        report.reason = str(exc)
+        if exc.is_lfs_pointer:
+            report.lfs_pointer = True
+            report.status = "skipped" if lfs_pointers == "skip" else "not-checked"
+        else:
+            report.status = "skipped"
+    except Refused as exc:
+        report.status, report.reason = "refused", str(exc)
+    except CheckpointError as exc:
+        report.status, report.reason = "error", str(exc)
+    except OSError as exc:
+        report.status, report.reason = "error", _os_error_reason(exc)
+    except (MemoryError, RecursionError) as exc:
+        report.status, report.reason = "error", f"too large to examine ({type(exc).__name__})"
+    return report
+
+
+def _rewrite(path, checkpoint, renames, to):
+    new_pickle = replace_strings(checkpoint.pickle, renames.new_text.values())
+    write_records = write_zip if checkpoint.format == "zip" else write_legacy
+
+    def write(out):
+        with open(path, "rb") as source:
+            write_records(source, checkpoint, new_pickle, out)
+
+    def verify(written_path):
+        """Read our own output as a stranger's file: it must be the intended one, fully converted."""
+        written = read_checkpoint(written_path, locate_all_records=True)
+        again = plan(written.root, to)
+        size_change = len(new_pickle) - len(checkpoint.pickle)
+        if (written.format != checkpoint.format or written.pickle != new_pickle
+                or _copied_records(written) != _copied_records(checkpoint)
+                or (checkpoint.format == "legacy" and written.file_size != checkpoint.file_size + size_change)
+                or again.renames or again.param_names or again.problems):
+            raise CheckpointError("the rewritten file did not read back as intended; nothing was changed")
+
+    replace_atomically(path, write, verify)
+
+
+def _copied_records(checkpoint):
+    return [(r.name, r.size, r.crc) for r in checkpoint.records if r.name != checkpoint.pickle_record.name]
+
+
+def _os_error_reason(exc):
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder, not a file"
+    return exc.strerror or str(exc)

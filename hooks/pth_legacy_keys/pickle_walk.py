@@ -1,0 +1,445 @@
+"""Walk a checkpoint's pickle as an opcode stream and build an inert tree.
+
+Nothing here imports or calls what the pickle names.  Every opcode and every global
+must be one that ``torch.save`` writes for a plain checkpoint (protocol 2); anything
+else is refused by name.  The tree holds only dicts, lists, tuples, numbers, `Text`
+(a string and where it was defined) and `Tensor` placeholders, so later code can
+decide what to rename and where those strings sit in the bytes.
+"""
+
+import struct
+from dataclasses import dataclass, field
+
+from .errors import CheckpointError, Refused
+
+# Hostile-size caps.  A 457-tensor RVC model has a ~60 KB pickle with ~15,000
+# opcodes and ~2,000 memo entries; these leave room for checkpoints 1,000x larger.
+MAX_PICKLE_BYTES = 256 * 1024 * 1024
+MAX_OPCODES = 50_000_000
+MAX_MEMO = 10_000_000
+MAX_STACK = 100_000
+MAX_MARKS = 10_000
+MAX_DEPTH = 100
+MAX_INT_BYTES = 64
+
+STORAGE_ELEMENT_SIZES = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
+    "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1,
+    "ByteStorage": 1, "BoolStorage": 1, "ComplexDoubleStorage": 16,
+    "ComplexFloatStorage": 8, "QUInt8Storage": 1, "QInt8Storage": 1,
+    "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1,
+}
+DTYPES = frozenset((
+    "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8",
+    "uint8", "uint16", "uint32", "uint64", "bool", "complex128", "complex64", "complex32",
+    "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu",
+    "float4_e2m1fn_x2", "qint8", "quint8", "qint32", "quint4x2", "quint2x4",
+    "bits1x8", "bits2x4", "bits4x2", "bits8", "bits16",
+))
+
+# Exactly the globals a plain checkpoint uses, each with the one role it may play.
+REBUILD_TENSOR = {
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor_v3"),
+}
+REBUILD_PARAMETER = {
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+}
+REBUILD_FROM_TYPE = ("torch._tensor", "_rebuild_from_type_v2")
+TENSOR_TYPES = {("torch", "Tensor"), ("torch.nn.parameter", "Parameter")}
+ORDERED_DICT = ("collections", "OrderedDict")
+CODECS_ENCODE = ("_codecs", "encode")
+UNTYPED_STORAGE = ("torch.storage", "UntypedStorage")
+ALLOWED_GLOBALS = (
+    REBUILD_TENSOR | REBUILD_PARAMETER | TENSOR_TYPES
+    | {REBUILD_FROM_TYPE, ORDERED_DICT, CODECS_ENCODE, UNTYPED_STORAGE}
+    | {("torch", name) for name in STORAGE_ELEMENT_SIZES}
+    | {("torch", name) for name in DTYPES}
+)
+
+
+@dataclass(eq=False)
+class Text:
+    """A pickled string.  One object per definition: memo fetches share it."""
+
+    value: str
+    offset: int  # of its BINUNICODE opcode
+    nbytes: int  # of its UTF-8 payload
+
+
+@dataclass(eq=False)
+class Global:
+    module: str
+    name: str
+
+    @property
+    def dotted(self):
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(eq=False)
+class Storage:
+    key: str
+    element_size: int
+    numel: int
+
+
+@dataclass(eq=False)
+class Tensor:
+    storage: Storage
+    shape: tuple
+
+
+@dataclass(eq=False)
+class Dict:
+    """A dict or OrderedDict, its items in pickle order (keys may repeat)."""
+
+    items: list = field(default_factory=list)
+    ordered: bool = False
+    metadata: "Dict | None" = None  # an OrderedDict's `_metadata` attribute
+
+
+@dataclass(eq=False)
+class Bytes:
+    """bytes, which protocol 2 spells as _codecs.encode(text, 'latin1')."""
+
+    text: Text
+
+
+@dataclass
+class WalkResult:
+    root: object
+    end: int  # offset just past STOP
+    storages: list
+
+
+class _Mark:
+    __slots__ = ()
+
+
+MARK = _Mark()
+
+OPCODE_NAMES = {
+    0x28: "MARK", 0x2E: "STOP", 0x30: "POP", 0x31: "POP_MARK", 0x32: "DUP", 0x46: "FLOAT",
+    0x49: "INT", 0x4A: "BININT", 0x4B: "BININT1", 0x4C: "LONG", 0x4D: "BININT2",
+    0x4E: "NONE", 0x50: "PERSID", 0x51: "BINPERSID", 0x52: "REDUCE", 0x53: "STRING",
+    0x54: "BINSTRING", 0x55: "SHORT_BINSTRING", 0x56: "UNICODE", 0x58: "BINUNICODE",
+    0x61: "APPEND", 0x62: "BUILD", 0x63: "GLOBAL", 0x64: "DICT", 0x7D: "EMPTY_DICT",
+    0x65: "APPENDS", 0x67: "GET", 0x68: "BINGET", 0x69: "INST", 0x6A: "LONG_BINGET",
+    0x6C: "LIST", 0x5D: "EMPTY_LIST", 0x6F: "OBJ", 0x70: "PUT", 0x71: "BINPUT",
+    0x72: "LONG_BINPUT", 0x73: "SETITEM", 0x74: "TUPLE", 0x29: "EMPTY_TUPLE",
+    0x75: "SETITEMS", 0x47: "BINFLOAT", 0x80: "PROTO", 0x81: "NEWOBJ", 0x82: "EXT1",
+    0x83: "EXT2", 0x84: "EXT4", 0x85: "TUPLE1", 0x86: "TUPLE2", 0x87: "TUPLE3",
+    0x88: "NEWTRUE", 0x89: "NEWFALSE", 0x8A: "LONG1", 0x8B: "LONG4",
+    0x42: "BINBYTES", 0x43: "SHORT_BINBYTES", 0x8C: "SHORT_BINUNICODE",
+    0x8D: "BINUNICODE8", 0x8E: "BINBYTES8", 0x8F: "EMPTY_SET", 0x90: "ADDITEMS",
+    0x91: "FROZENSET", 0x92: "NEWOBJ_EX", 0x93: "STACK_GLOBAL", 0x94: "MEMOIZE",
+    0x95: "FRAME", 0x96: "BYTEARRAY8", 0x97: "NEXT_BUFFER", 0x98: "READONLY_BUFFER",
+}
+
+_unpack_i32 = struct.Struct("<i").unpack_from
+_unpack_u32 = struct.Struct("<I").unpack_from
+_unpack_u16 = struct.Struct("<H").unpack_from
+_unpack_f64 = struct.Struct(">d").unpack_from
+
+
+class Truncated(CheckpointError):
+    """The pickle ended before STOP (the caller may have more bytes to offer)."""
+
+
+def walk(data, start=0, persistent_id=None):
+    """Walk one pickle in `data` from `start`; return its inert tree and end offset.
+
+    `persistent_id(pid_tuple)` turns a BINPERSID tuple into a `Storage`; it
+    raises `Refused` for anything else.
+    """
+    if len(data) - start > MAX_PICKLE_BYTES:
+        raise Refused(f"the pickle is larger than {MAX_PICKLE_BYTES >> 20} MiB")
+    stack = []
+    marks = []
+    memo = {}
+    storages = []
+    pos = start
+    end = len(data)
+    opcodes = 0
+    try:
+        while True:
+            opcodes += 1
+            if opcodes > MAX_OPCODES:
+                raise Refused(f"the pickle has more than {MAX_OPCODES:,} opcodes")
+            op = data[pos]
+            pos += 1
+            if op == 0x71:  # BINPUT
+                _memo_put(memo, data[pos], stack)
+                pos += 1
+            elif op == 0x68:  # BINGET
+                stack.append(_memo_get(memo, data[pos]))
+                pos += 1
+            elif op == 0x4B:  # BININT1
+                stack.append(data[pos])
+                pos += 1
+            elif op == 0x58:  # BINUNICODE
+                (n,) = _unpack_u32(data, pos)
+                if pos + 4 + n > end:
+                    raise Truncated("the pickle ends inside a string")
+                try:
+                    value = bytes(data[pos + 4:pos + 4 + n]).decode("utf-8", "surrogatepass")
+                except UnicodeDecodeError:
+                    raise CheckpointError("the pickle holds a string that is not UTF-8") from None
+                stack.append(Text(value, pos - 1, n))
+                pos += 4 + n
+            elif op == 0x28:  # MARK
+                if len(marks) >= MAX_MARKS:
+                    raise Refused(f"the pickle nests more than {MAX_MARKS:,} MARKs")
+                marks.append(len(stack))
+            elif op == 0x52:  # REDUCE
+                args = stack.pop()
+                stack[-1] = _reduce(stack[-1], args)
+            elif op == 0x74:  # TUPLE
+                items = _pop_mark(stack, marks)
+                stack.append(tuple(items))
+            elif op == 0x85:  # TUPLE1
+                stack[-1] = (stack[-1],)
+            elif op == 0x86:  # TUPLE2
+                stack[-2:] = [tuple(stack[-2:])]
+            elif op == 0x87:  # TUPLE3
+                stack[-3:] = [tuple(stack[-3:])]
+            elif op == 0x72:  # LONG_BINPUT
+                (index,) = _unpack_u32(data, pos)
+                _memo_put(memo, index, stack)
+                pos += 4
+            elif op == 0x6A:  # LONG_BINGET
+                (index,) = _unpack_u32(data, pos)
+                stack.append(_memo_get(memo, index))
+                pos += 4
+            elif op == 0x4D:  # BININT2
+                (value,) = _unpack_u16(data, pos)
+                stack.append(value)
+                pos += 2
+            elif op == 0x4A:  # BININT
+                (value,) = _unpack_i32(data, pos)
+                stack.append(value)
+                pos += 4
+            elif op == 0x89:  # NEWFALSE
+                stack.append(False)
+            elif op == 0x88:  # NEWTRUE
+                stack.append(True)
+            elif op == 0x4E:  # NONE
+                stack.append(None)
+            elif op == 0x29:  # EMPTY_TUPLE
+                stack.append(())
+            elif op == 0x7D:  # EMPTY_DICT
+                stack.append(Dict())
+            elif op == 0x5D:  # EMPTY_LIST
+                stack.append([])
+            elif op == 0x75:  # SETITEMS
+                items = _pop_mark(stack, marks)
+                if len(items) % 2:
+                    raise CheckpointError("the pickle has an odd number of items for SETITEMS")
+                _target(stack, Dict, "SETITEMS").items.extend(zip(items[::2], items[1::2]))
+            elif op == 0x73:  # SETITEM
+                value = stack.pop()
+                key = stack.pop()
+                _target(stack, Dict, "SETITEM").items.append((key, value))
+            elif op == 0x65:  # APPENDS
+                items = _pop_mark(stack, marks)
+                _target(stack, list, "APPENDS").extend(items)
+            elif op == 0x61:  # APPEND
+                value = stack.pop()
+                _target(stack, list, "APPEND").append(value)
+            elif op == 0x51:  # BINPERSID
+                if persistent_id is None:
+                    raise Refused("the pickle has a persistent id where none is expected")
+                storage = persistent_id(stack[-1])
+                storages.append(storage)
+                stack[-1] = storage
+            elif op == 0x63:  # GLOBAL
+                value, pos = _global(data, pos)
+                stack.append(value)
+            elif op == 0x62:  # BUILD
+                state = stack.pop()
+                _build(stack[-1], state)
+            elif op == 0x47:  # BINFLOAT
+                if pos + 8 > end:
+                    raise Truncated("the pickle ends inside a float")
+                stack.append(_unpack_f64(data, pos)[0])
+                pos += 8
+            elif op == 0x8A:  # LONG1
+                n = data[pos]
+                stack.append(_long(data, pos + 1, n, end))
+                pos += 1 + n
+            elif op == 0x8B:  # LONG4
+                (n,) = _unpack_u32(data, pos)
+                stack.append(_long(data, pos + 4, n, end))
+                pos += 4 + n
+            elif op == 0x80:  # PROTO
+                if pos != start + 1:
+                    raise Refused("the pickle has a PROTO opcode in its middle")
+                if data[pos] != 2:
+                    raise Refused(f"the pickle uses protocol {data[pos]}; torch.save writes protocol 2")
+                pos += 1
+            elif op == 0x2E:  # STOP
+                if len(stack) != 1 or marks:
+                    raise CheckpointError("the pickle stops with a malformed stack")
+                root = stack[0]
+                _check_depth(root)
+                return WalkResult(root, pos, storages)
+            else:
+                name = OPCODE_NAMES.get(op, f"0x{op:02x}")
+                raise Refused(f"the pickle uses opcode {name}, which a plain checkpoint never does")
+            if len(stack) > MAX_STACK:
+                raise Refused(f"the pickle's stack grows beyond {MAX_STACK:,} items")
+    except struct.error:
+        raise Truncated("the pickle ends before its STOP opcode") from None
+    except IndexError:
+        if pos >= end:
+            raise Truncated("the pickle ends before its STOP opcode") from None
+        raise CheckpointError(f"the pickle is malformed near byte {pos - start - 1}") from None
+
+
+def _memo_put(memo, index, stack):
+    if not stack:
+        raise CheckpointError("the pickle stores an empty stack in its memo")
+    if len(memo) >= MAX_MEMO and index not in memo:
+        raise Refused(f"the pickle's memo grows beyond {MAX_MEMO:,} entries")
+    memo[index] = stack[-1]
+
+
+def _memo_get(memo, index):
+    try:
+        return memo[index]
+    except KeyError:
+        raise CheckpointError(f"the pickle fetches memo entry {index}, which was never stored") from None
+
+
+def _pop_mark(stack, marks):
+    if not marks:
+        raise CheckpointError("the pickle pops a MARK it never set")
+    at = marks.pop()
+    items = stack[at:]
+    del stack[at:]
+    return items
+
+
+def _target(stack, kind, opcode):
+    target = stack[-1]
+    if type(target) is not kind:
+        raise Refused(f"the pickle applies {opcode} to something that is not a {kind.__name__.lower()}")
+    return target
+
+
+def _long(data, pos, n, end):
+    if n > MAX_INT_BYTES:
+        raise Refused(f"the pickle holds an integer of {n:,} bytes")
+    if pos + n > end:
+        raise Truncated("the pickle ends inside an integer")
+    return int.from_bytes(data[pos:pos + n], "little", signed=True)
+
+
+def _global(data, pos):
+    module_end = data.find(b"\n", pos, pos + 256)
+    name_end = data.find(b"\n", module_end + 1, module_end + 257)
+    if module_end < 0 or name_end < 0:
+        if len(data) - pos < 512:
+            raise Truncated("the pickle ends inside a GLOBAL opcode")
+        raise Refused("the pickle imports a name longer than 255 characters")
+    try:
+        module = bytes(data[pos:module_end]).decode("ascii")
+        name = bytes(data[module_end + 1:name_end]).decode("ascii")
+    except UnicodeDecodeError:
+        raise Refused("the pickle imports a name that is not ASCII") from None
+    if (module, name) not in ALLOWED_GLOBALS:
+        raise Refused(f"the pickle imports '{module}.{name}', which a plain checkpoint never does")
+    return Global(module, name), name_end + 1
+
+
+def _key(callable_):
+    if type(callable_) is not Global:
+        raise Refused("the pickle calls something that is not an allowed global")
+    return (callable_.module, callable_.name)
+
+
+def _reduce(callable_, args):
+    key = _key(callable_)
+    if type(args) is not tuple:
+        raise Refused(f"the pickle calls '{callable_.dotted}' with arguments that are not a tuple")
+    if key in REBUILD_TENSOR:
+        return _rebuild_tensor(callable_, args)
+    if key in REBUILD_PARAMETER:
+        if 3 <= len(args) <= 4 and type(args[0]) is Tensor and type(args[1]) is bool:
+            return args[0]
+    elif key == REBUILD_FROM_TYPE:
+        if (len(args) == 4 and type(args[0]) is Global and _key(args[0]) in REBUILD_TENSOR
+                and type(args[1]) is Global and _key(args[1]) in TENSOR_TYPES
+                and type(args[2]) is tuple and type(args[3]) is Dict):
+            return _rebuild_tensor(args[0], args[2])
+    elif key == ORDERED_DICT:
+        if args == ():
+            return Dict(ordered=True)
+    elif key == CODECS_ENCODE:
+        if (len(args) == 2 and type(args[0]) is Text and type(args[1]) is Text
+                and args[1].value == "latin1"):
+            return Bytes(args[0])
+    raise Refused(f"the pickle calls '{callable_.dotted}' in a way a plain checkpoint never does")
+
+
+def _rebuild_tensor(callable_, args):
+    if callable_.name == "_rebuild_tensor_v3":
+        ok = 7 <= len(args) <= 8 and type(args[6]) is Global and args[6].name in DTYPES
+    else:
+        ok = 6 <= len(args) <= 7
+    if (ok and type(args[0]) is Storage and type(args[1]) is int
+            and _is_ints(args[2]) and _is_ints(args[3]) and type(args[4]) is bool
+            and type(args[5]) is Dict):
+        return Tensor(args[0], args[2])
+    raise Refused(f"the pickle calls '{callable_.dotted}' with arguments a plain checkpoint never has")
+
+
+def _is_ints(value):
+    return type(value) is tuple and all(type(x) is int for x in value)
+
+
+def _build(target, state):
+    if type(target) is Dict and target.ordered and target.metadata is None and type(state) is Dict:
+        for key, value in state.items:
+            if type(key) is Text and key.value == "_metadata" and type(value) is Dict:
+                target.metadata = value
+            else:
+                break
+        else:
+            return
+    raise Refused("the pickle sets object state (BUILD) in a way a plain checkpoint never does")
+
+
+def _check_depth(root):
+    """Refuse trees nested deeper than any checkpoint is, before anyone recurses into them."""
+    seen = set()
+    todo = [(root, 0)]
+    while todo:
+        node, depth = todo.pop()
+        kind = type(node)
+        if kind is Dict:
+            children = [x for pair in node.items for x in pair]
+            if node.metadata is not None:
+                children.append(node.metadata)
+        elif kind is list or kind is tuple:
+            children = node
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            raise Refused(f"the pickle nests containers deeper than {MAX_DEPTH} levels")
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        todo.extend((child, depth + 1) for child in children)
+
+
+def storage_type_size(storage_type):
+    """The element size for a persistent id's storage type, refusing any other global."""
+    if type(storage_type) is Global:
+        if storage_type.module == "torch" and storage_type.name in STORAGE_ELEMENT_SIZES:
+            return STORAGE_ELEMENT_SIZES[storage_type.name]
+        if (storage_type.module, storage_type.name) == UNTYPED_STORAGE:
+            return 1
+    raise Refused("the pickle names a storage type that is not a torch storage class")

@@ -1,0 +1,230 @@
+"""The rename rules: which keys of which state dicts become which names.
+
+A state dict is any dict in the checkpoint with a tensor among its values.  Its keys
+are renamed as a whole or not at all: a module that looks parametrized but is not a
+plain weight norm makes the whole file "cannot convert", so a file is never left
+half in one format and half in the other.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from .pickle_walk import Bytes, Dict, Tensor, Text
+
+LEGACY, PARAMETRIZED = "legacy", "parametrized"
+DIRECTIONS = (LEGACY, PARAMETRIZED)
+
+PARAMETRIZED_KEY = re.compile(r"(?P<prefix>(?:.*\.)?)parametrizations\.(?P<param>[^.]+)\.(?P<leaf>.+)")
+LEGACY_MAGNITUDE_KEY = re.compile(r"(?P<prefix>(?:.*\.)?)(?P<param>[^.]+)_g")
+WEIGHT_NORM_LEAVES = ("original0", "original1")
+
+
+@dataclass
+class Rename:
+    where: str  # the dict holding the key, as a path from the top: "weight", "model", ...
+    old: str
+    new: str
+
+
+@dataclass
+class Problem:
+    where: str
+    module: str  # the parametrized tensor, e.g. "dec.ups.0.weight"
+    reason: str
+
+
+@dataclass
+class Plan:
+    renames: list = field(default_factory=list)  # of state-dict keys
+    param_names: list = field(default_factory=list)  # of optimizer param_groups' param_names
+    modules: int = 0
+    problems: list = field(default_factory=list)
+    new_text: dict = field(default_factory=dict)  # id(Text) -> (Text, new value)
+
+
+@dataclass
+class _Survey:
+    state_dicts: list = field(default_factory=list)  # (where, Dict)
+    param_names: list = field(default_factory=list)  # (where, Text)
+    other_uses: set = field(default_factory=set)  # id(Text) used anywhere but as a state-dict key
+
+
+def plan(root, to=LEGACY):
+    """Work out every rename that brings the tree `root` to the `to` format."""
+    survey = _survey(root)
+    result = Plan()
+    by_old = {}
+    plan_dict = _plan_to_legacy if to == LEGACY else _plan_to_parametrized
+    for where, state_dict in survey.state_dicts:
+        for module, pairs, reason in plan_dict(state_dict):
+            if reason:
+                result.problems.append(Problem(where, module, reason))
+                continue
+            result.modules += 1
+            for text, new in pairs:
+                result.renames.append(Rename(where, text.value, new))
+                _assign(result, text, new, where, module, survey)
+                by_old[text.value] = new
+    for where, text in survey.param_names:
+        new = by_old.get(text.value)
+        if new is not None:
+            result.param_names.append(Rename(where, text.value, new))
+            _assign(result, text, new, where, text.value, survey)
+    if result.problems:
+        result.new_text.clear()
+    return result
+
+
+def _assign(result, text, new, where, module, survey):
+    """Record that `text`'s one definition becomes `new`, unless other uses forbid it."""
+    if id(text) in survey.other_uses:
+        result.problems.append(Problem(where, module, f"the string '{text.value}' is also used "
+                                       "outside state-dict keys, so renaming it would change a value"))
+        return
+    earlier = result.new_text.get(id(text))
+    if earlier is not None and earlier[1] != new:
+        result.problems.append(Problem(where, module, f"the string '{text.value}' would need two names"))
+        return
+    result.new_text[id(text)] = (text, new)
+
+
+def _survey(root):
+    """Find every state dict and every use of each string, visiting shared nodes once."""
+    survey = _Survey()
+    seen = set()
+    todo = [(root, "", False)]
+    while todo:
+        node, where, in_param_names = todo.pop()
+        kind = type(node)
+        if kind is Text:
+            if in_param_names:
+                survey.param_names.append((where, node))
+            else:
+                survey.other_uses.add(id(node))
+            continue
+        if kind is Bytes:
+            survey.other_uses.add(id(node.text))
+            continue
+        if kind not in (Dict, list, tuple) or (id(node), in_param_names) in seen:
+            continue
+        seen.add((id(node), in_param_names))
+        children = []
+        if kind is Dict:
+            is_state_dict = any(type(value) is Tensor for _, value in node.items)
+            if is_state_dict:
+                survey.state_dicts.append((where, node))
+            for key, value in node.items:
+                if type(key) is Text:
+                    if not is_state_dict:
+                        survey.other_uses.add(id(key))
+                    child_where = f"{where}.{key.value}" if where else key.value
+                    children.append((value, child_where, key.value == "param_names"))
+                else:
+                    children.append((key, where, False))
+                    children.append((value, f"{where}[{key!r}]", False))
+            if node.metadata is not None:
+                children.append((node.metadata, f"{where}._metadata" if where else "_metadata", False))
+        else:
+            children.extend((item, f"{where}[{i}]", in_param_names) for i, item in enumerate(node))
+        todo.extend(reversed(children))
+    return survey
+
+
+def _keys(state_dict):
+    return [key for key, _ in state_dict.items if type(key) is Text]
+
+
+def _shapes_problem(g, v, g_name, v_name):
+    if type(g) is not Tensor or type(v) is not Tensor:
+        return f"{g_name} or {v_name} is not a tensor"
+    if not is_weight_norm_magnitude(g.shape, v.shape):
+        return (f"{g_name} of shape {tuple(g.shape)} is not a weight-norm magnitude of {v_name} "
+                f"of shape {tuple(v.shape)} (a custom parametrization?)")
+    return None
+
+
+def is_weight_norm_magnitude(g, v):
+    """g is v's size at one dimension and 1 elsewhere, or a scalar (weight_norm(dim=None))."""
+    if len(g) == 0:
+        return True
+    if len(g) != len(v):
+        return False
+    return any(g[d] == v[d] and all(g[i] == 1 for i in range(len(g)) if i != d) for d in range(len(v)))
+
+
+def _duplicates_problem(state_dict):
+    keys = [t.value for t in _keys(state_dict)]
+    if len(set(keys)) != len(keys):
+        duplicate = next(k for k in keys if keys.count(k) > 1)
+        return [(duplicate, [], f"the key '{duplicate}' appears twice in one dict")]
+    return None
+
+
+def _plan_to_legacy(state_dict):
+    """Yield (module, [(Text, new name)], reason or None) for each weight-norm module."""
+    duplicates = _duplicates_problem(state_dict)
+    if duplicates:
+        return duplicates
+    values = {key.value: value for key, value in state_dict.items if type(key) is Text}
+    groups = {}
+    for text in _keys(state_dict):
+        match = PARAMETRIZED_KEY.fullmatch(text.value)
+        if match:
+            groups.setdefault((match["prefix"], match["param"]), {})[match["leaf"]] = text
+    stacked = set()
+    if state_dict.metadata is not None:
+        stacked = {key.value for key, _ in state_dict.metadata.items if type(key) is Text}
+    found = []
+    for (prefix, param), leaves in groups.items():
+        if not any(leaf in leaves for leaf in WEIGHT_NORM_LEAVES):
+            continue  # spectral norm, orthogonal, ...: not weight norm
+        module = prefix + param
+        base = f"{prefix}parametrizations.{param}."
+        targets = (module + "_g", module + "_v")
+        others = sorted(set(leaves) - set(WEIGHT_NORM_LEAVES))
+        missing = [leaf for leaf in WEIGHT_NORM_LEAVES if leaf not in leaves]
+        if missing:
+            reason = f"{base}{missing[0]} is missing"
+        elif others:
+            reason = f"it also has {base}{others[0]}, so it is not a plain weight norm"
+        elif base + "1" in stacked:
+            reason = "a second parametrization is stacked on its weight norm"
+        else:
+            reason = _shapes_problem(values[base + "original0"], values[base + "original1"],
+                                     "original0", "original1")
+        if not reason:
+            taken = [name for name in (module,) + targets if name in values]
+            if taken:
+                reason = f"the legacy name {taken[0]} is already a key"
+        pairs = [] if reason else [(leaves["original0"], targets[0]), (leaves["original1"], targets[1])]
+        found.append((module, pairs, reason))
+    return found
+
+
+def _plan_to_parametrized(state_dict):
+    duplicates = _duplicates_problem(state_dict)
+    if duplicates:
+        return duplicates
+    values = {key.value: value for key, value in state_dict.items if type(key) is Text}
+    texts = {text.value: text for text in _keys(state_dict)}
+    found = []
+    for text in _keys(state_dict):
+        match = LEGACY_MAGNITUDE_KEY.fullmatch(text.value)
+        if not match or match["prefix"] + match["param"] + "_v" not in values:
+            continue
+        prefix, param = match["prefix"], match["param"]
+        module = prefix + param
+        base = f"{prefix}parametrizations.{param}."
+        spectral = [name for name in (module + "_orig", module + "_u") if name in values]
+        if spectral:
+            reason = f"{spectral[0]} is present: {module}_v belongs to a legacy spectral norm"
+        else:
+            reason = _shapes_problem(values[module + "_g"], values[module + "_v"], module + "_g",
+                                     module + "_v")
+        if not reason:
+            taken = [name for name in values if name == module or name.startswith(base)]
+            if taken:
+                reason = f"{taken[0]} is already a key"
+        pairs = [] if reason else [(text, base + "original0"), (texts[module + "_v"], base + "original1")]
+        found.append((module, pairs, reason))
+    return found

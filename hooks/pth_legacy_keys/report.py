@@ -1,0 +1,124 @@
+"""What we found in each file, and how it is shown: one-line text or a JSON document."""
+
+import json
+from dataclasses import dataclass, field
+
+from .rename import LEGACY
+
+SCHEMA_VERSION = 1
+
+# status -> exit code it calls for
+STATUS_EXIT_CODES = {
+    "ok": 0,  # already in the target format
+    "fixed": 0,  # rewritten to the target format
+    "skipped": 0,  # not a checkpoint (path-configuration file, TorchScript) or a tolerated LFS pointer
+    "needs-fix": 1,  # check: keys to rename
+    "cannot-convert": 1,  # a module that is not a plain weight norm; the file was not changed
+    "not-checked": 2,  # a Git LFS pointer, not the file itself
+    "refused": 2,  # holds what a plain checkpoint never holds
+    "error": 2,  # missing, unreadable, truncated, corrupt, not a checkpoint
+}
+KIND = {"legacy": "parametrized", "parametrized": "legacy"}  # the key kind each direction renames
+
+
+@dataclass
+class FileReport:
+    path: str
+    status: str
+    to: str = LEGACY
+    format: "str | None" = None  # "zip" or "legacy" once the container was read
+    renames: list = field(default_factory=list)  # rename.Rename of state-dict keys
+    param_names: list = field(default_factory=list)  # rename.Rename of optimizer param_names
+    modules: int = 0
+    problems: list = field(default_factory=list)  # rename.Problem
+    reason: "str | None" = None
+    lfs_pointer: bool = False
+
+    @property
+    def exit_code(self):
+        return STATUS_EXIT_CODES[self.status]
+
+    def line(self):
+        """The one line shown for this file."""
+        if self.status == "needs-fix":
+            noun = "key" if len(self.renames) == 1 else "keys"
+            modules = "module" if self.modules == 1 else "modules"
+            return (f"{self.path}: {len(self.renames)} {KIND[self.to]} weight-norm {noun} in "
+                    f"{self.modules} {modules} (e.g. {self.renames[0].old})")
+        if self.status == "fixed":
+            noun = "key" if len(self.renames) == 1 else "keys"
+            return f"{self.path}: fixed: renamed {len(self.renames)} {noun} to {self.to} names"
+        if self.status == "cannot-convert":
+            first = self.problems[0]
+            more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+            return (f"{self.path}: cannot convert {first.module}: {first.reason}{more}; "
+                    "nothing was changed")
+        if self.status == "ok":
+            return f"{self.path}: ok ({self.to} names)"
+        if self.status == "refused":
+            return f"{self.path}: refused: {self.reason}; nothing was changed"
+        if self.status == "skipped":
+            return f"{self.path}: {'warning' if self.lfs_pointer else 'skipped'}: {self.reason}"
+        if self.status == "not-checked":
+            return f"{self.path}: {self.reason}"
+        return f"{self.path}: error: {self.reason}"
+
+    def details(self):
+        """The extra lines `-v` shows: every rename and every problem."""
+        lines = [f"    {r.where or '<top>'}: {r.old} -> {r.new}" for r in self.renames + self.param_names]
+        lines += [f"    cannot convert {p.where or '<top>'}: {p.module}: {p.reason}" for p in self.problems]
+        return lines
+
+    def to_json(self):
+        return {
+            "path": self.path,
+            "status": self.status,
+            "format": self.format,
+            "modules": self.modules,
+            "renames": [{"dict": r.where, "old": r.old, "new": r.new} for r in self.renames],
+            "param_names": [{"list": r.where, "old": r.old, "new": r.new} for r in self.param_names],
+            "problems": [{"dict": p.where, "module": p.module, "reason": p.reason} for p in self.problems],
+            "reason": self.reason,
+        }
+
+
+def exit_code(reports):
+    return max((report.exit_code for report in reports), default=0)
+
+
+def summary(command, reports):
+    counts = {}
+    for report in reports:
+        counts[report.status] = counts.get(report.status, 0) + 1
+    files = "file" if len(reports) == 1 else "files"
+    parts = [f"{counts[status]} {status}" for status in STATUS_EXIT_CODES if status in counts]
+    verb = "checked" if command == "check" else "examined"
+    return f"{verb} {len(reports)} {files}" + (": " + ", ".join(parts) if parts else "")
+
+
+def render_text(command, reports, verbosity):
+    """The text output: lines for files that need attention (all files with -v), then a summary."""
+    lines = []
+    for report in reports:
+        fine = report.status in ("ok", "skipped") and not report.lfs_pointer
+        if verbosity > 0 or not fine:
+            lines.append(report.line())
+        if verbosity > 0:
+            lines.extend(report.details())
+    if verbosity >= 0:
+        lines.append(summary(command, reports))
+    return "\n".join(lines)
+
+
+def render_json(command, to, reports, version):
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "pth-legacy-keys",
+        "version": version,
+        "command": command,
+        "to": to,
+        "exit_code": exit_code(reports),
+        "summary": {status: sum(r.status == status for r in reports) for status in STATUS_EXIT_CODES},
+        "files": [report.to_json() for report in reports],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False)

@@ -1,0 +1,178 @@
+"""Write a checkpoint with a new pickle, copying every other byte, and swap it in atomically.
+
+The zip is laid out exactly as torch's writer (caffe2's PyTorchStreamWriter over
+miniz) lays it out: records in their original order, each record's data aligned
+by an `FB` padding extra field, sizes and CRC in a data descriptor, zip64 extras
+where a size or offset needs them, zero times and versions.  So renaming keys one
+way and back gives back the `torch.save` file byte for byte, and torch's mmap loader,
+which may compute record offsets from these rules, finds every tensor.
+"""
+
+import os
+import stat
+import struct
+import tempfile
+import zlib
+
+from .container import (
+    CENTRAL_HEADER, CENTRAL_SIG, END_RECORD, END_SIG, LOCAL_HEADER, LOCAL_SIG, U16_MAX, U32_MAX,
+    ZIP64_END_RECORD, ZIP64_END_SIG, ZIP64_EXTRA_ID, ZIP64_LOCATOR, ZIP64_LOCATOR_SIG,
+)
+from .errors import CheckpointError
+
+DATA_DESCRIPTOR_SIG = 0x08074B50
+FLAG_DESCRIPTOR_UTF8 = 0x0808  # what torch writes for a record with data
+FLAG_UTF8 = 0x0800  # ... and for an empty one
+ZIP64_MADE_BY, ZIP64_NEEDED = 0x031E, 0x002D  # miniz's constants in the zip64 end record
+COPY_CHUNK = 1 << 20
+
+
+class _Output:
+    """An unbuffered file we append to, tracking the offset ourselves."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.position = 0
+
+    def write(self, data):
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.position += len(data)
+
+    def copy_from(self, source_fd, offset, length):
+        copied = _copy_file_range(source_fd, self.fd, offset, length)
+        offset += copied
+        remaining = length - copied
+        while remaining:
+            chunk = os.pread(source_fd, min(COPY_CHUNK, remaining), offset)
+            if not chunk:
+                raise CheckpointError("the file shrank while it was being copied")
+            self.write(chunk)
+            offset += len(chunk)
+            remaining -= len(chunk)
+        self.position += copied
+
+
+def _copy_file_range(source_fd, target_fd, offset, length):
+    """Copy in the kernel where it can; return how much was copied (0 means: do it by hand)."""
+    if not hasattr(os, "copy_file_range"):
+        return 0
+    copied = 0
+    try:
+        while copied < length:
+            n = os.copy_file_range(source_fd, target_fd, length - copied, offset + copied)
+            if n == 0:
+                break
+            copied += n
+    except OSError:
+        if copied:
+            raise
+        return 0
+    return copied
+
+
+def write_zip(source, checkpoint, new_pickle, out):
+    """Write `checkpoint`'s records to `out` with `new_pickle` as its pickle record."""
+    central = []
+    for record in checkpoint.records:
+        is_pickle = record is checkpoint.pickle_record
+        size = len(new_pickle) if is_pickle else record.size
+        crc = zlib.crc32(new_pickle) if is_pickle else record.crc
+        name = record.name.encode("utf-8")
+        offset = out.position
+        big_size, big_offset = size >= U32_MAX, offset >= U32_MAX
+        zip64 = big_size or big_offset
+        # The local zip64 extra is written before the data, when miniz's compressed size is still 0.
+        local_zip64 = _zip64_extra(((size, 0) if big_size else ()) + ((offset,) if big_offset else ()))
+        data_start = offset + LOCAL_HEADER.size + len(name) + len(local_zip64) + 4
+        padding = -data_start % checkpoint.alignment
+        extra = local_zip64 + b"FB" + struct.pack("<H", padding) + b"Z" * padding
+        flags = FLAG_DESCRIPTOR_UTF8 if size else FLAG_UTF8
+        out.write(LOCAL_HEADER.pack(LOCAL_SIG, 0, flags, 0, 0, 0, 0, 0, 0, len(name), len(extra))
+                  + name + extra)
+        if is_pickle:
+            out.write(new_pickle)
+        else:
+            out.copy_from(source.fileno(), record.data_offset, size)
+        if size:
+            if zip64:
+                out.write(struct.pack("<IIQQ", DATA_DESCRIPTOR_SIG, crc, size, size))
+            else:
+                out.write(struct.pack("<IIII", DATA_DESCRIPTOR_SIG, crc, size, size))
+        central_zip64 = _zip64_extra(((size, size) if big_size else ()) + ((offset,) if big_offset else ()))
+        central.append(CENTRAL_HEADER.pack(
+            CENTRAL_SIG, 0, 0, flags, 0, 0, 0, crc, min(size, U32_MAX), min(size, U32_MAX),
+            len(name), len(central_zip64), 0, 0, 0, 0, min(offset, U32_MAX),
+        ) + name + central_zip64)
+    central_offset = out.position
+    directory = b"".join(central)
+    count = len(central)
+    zip64_end_offset = central_offset + len(directory)
+    out.write(
+        directory
+        + ZIP64_END_RECORD.pack(ZIP64_END_SIG, ZIP64_END_RECORD.size - 12, ZIP64_MADE_BY, ZIP64_NEEDED,
+                                0, 0, count, count, len(directory), central_offset)
+        + ZIP64_LOCATOR.pack(ZIP64_LOCATOR_SIG, 0, zip64_end_offset, 1)
+        + END_RECORD.pack(END_SIG, 0, 0, min(count, U16_MAX), min(count, U16_MAX),
+                          min(len(directory), U32_MAX), min(central_offset, U32_MAX), 0)
+    )
+
+
+def _zip64_extra(values):
+    if not values:
+        return b""
+    return struct.pack(f"<HH{len(values)}Q", ZIP64_EXTRA_ID, 8 * len(values), *values)
+
+
+def write_legacy(source, checkpoint, new_pickle, out):
+    """The legacy format: the bytes before and after the main pickle are copied as they are."""
+    fd = source.fileno()
+    out.copy_from(fd, 0, checkpoint.pickle_start)
+    out.write(new_pickle)
+    tail = checkpoint.pickle_start + len(checkpoint.pickle)
+    out.copy_from(fd, tail, checkpoint.file_size - tail)
+
+
+def replace_atomically(path, write, verify):
+    """Write a new version of `path` beside it and swap it in, or leave `path` untouched.
+
+    `write(out)` fills an `_Output`; `verify(temporary_path)` must raise if the result
+    is not what was meant.  The new file keeps the old one's permission bits.
+    """
+    folder = os.path.dirname(path) or "."
+    before = os.stat(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        try:
+            write(_Output(fd))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        verify(temporary)
+        os.chmod(temporary, stat.S_IMODE(before.st_mode))
+        now = os.stat(path)
+        if (now.st_size, now.st_mtime_ns, now.st_ino) != (before.st_size, before.st_mtime_ns, before.st_ino):
+            raise CheckpointError("the file changed while it was being fixed; nothing was changed")
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MIB = 2**20
 PARAM_SUFFIX = ".parametrizations.weight.original"
 # RVC v2 40k: the 18 hyper-parameters stored next to the weights.
 RVC_V2_40K_CONFIG = [1025, 32, 192, 192, 768, 2, 6, 3, 0, "1", [3, 7, 11],
@@ -86,15 +85,18 @@ def rvc_v2_40k_shapes(width=1.0):
 
     conv("enc_p.emb_phone", (hidden, phone))
     keys.append(("enc_p.emb_pitch.weight", (256, hidden)))
+    # state_dict order: a module's own parameters, then its children in
+    # registration order (so each ModuleList comes out whole).
     for i in range(6):
         attn = f"enc_p.encoder.attn_layers.{i}"
+        keys += [(f"{attn}.emb_rel_k", (1, 21, hidden // 2)), (f"{attn}.emb_rel_v", (1, 21, hidden // 2))]
         for name in "qkvo":
             conv(f"{attn}.conv_{name}", (hidden, hidden, 1))
-        keys += [(f"{attn}.emb_rel_k", (1, 21, hidden // 2)), (f"{attn}.emb_rel_v", (1, 21, hidden // 2))]
-        keys += [(f"enc_p.encoder.norm_layers_1.{i}.{n}", (hidden,)) for n in ("gamma", "beta")]
+    keys += [(f"enc_p.encoder.norm_layers_1.{i}.{n}", (hidden,)) for i in range(6) for n in ("gamma", "beta")]
+    for i in range(6):
         conv(f"enc_p.encoder.ffn_layers.{i}.conv_1", (ffn, hidden, 3))
         conv(f"enc_p.encoder.ffn_layers.{i}.conv_2", (hidden, ffn, 3))
-        keys += [(f"enc_p.encoder.norm_layers_2.{i}.{n}", (hidden,)) for n in ("gamma", "beta")]
+    keys += [(f"enc_p.encoder.norm_layers_2.{i}.{n}", (hidden,)) for i in range(6) for n in ("gamma", "beta")]
     conv("enc_p.proj", (2 * hidden, hidden, 1))
     conv("dec.m_source.l_linear", (1, 1))
     rates, up_kernels = [10, 10, 2, 2], [16, 16, 4, 4]
@@ -114,11 +116,11 @@ def rvc_v2_40k_shapes(width=1.0):
     for n in (0, 2, 4, 6):  # odd flows are Flip layers without weights
         flow = f"flow.flows.{n}"
         conv(f"{flow}.pre", (hidden, hidden // 2, 1))
-        weight_norm(f"{flow}.enc.cond_layer", (2 * hidden * 3, gin, 1))
         for j in range(3):
             weight_norm(f"{flow}.enc.in_layers.{j}", (2 * hidden, hidden, 5))
-        for j in range(3):
+        for j in range(3):  # the last res_skip layer has no skip half
             weight_norm(f"{flow}.enc.res_skip_layers.{j}", (2 * hidden if j < 2 else hidden, hidden, 1))
+        weight_norm(f"{flow}.enc.cond_layer", (2 * hidden * 3, gin, 1))
         conv(f"{flow}.post", (hidden // 2, hidden, 1))
     keys.append(("emb_g.weight", (109, gin)))
     return keys
@@ -148,19 +150,15 @@ def verify_fix(original_path, fixed_path):
     expected = {name.split(PARAM_SUFFIX)[0] + legacy[name[-1]] if PARAM_SUFFIX in name else name: t
                 for name, t in original.pop(key).items()}
     got = fixed.pop(key)
-    if list(got) != list(expected):
-        sys.exit("fixed file: key names/order differ from the expected legacy names")
+    if set(got) != set(expected):  # order is irrelevant to load_state_dict
+        sys.exit("fixed file: key names differ from the expected legacy names")
     if not all(got[k].dtype == t.dtype and torch.equal(got[k], t) for k, t in expected.items()):
         sys.exit("fixed file: tensor contents differ")
     if fixed != original:
         sys.exit("fixed file: metadata besides the weights differs")
 
 
-# --- measuring child processes -----------------------------------------------
-
-class BenchError(Exception):
-    pass
-
+# --- measuring child processes ---------------------------------------------
 
 @dataclass
 class Command:
@@ -173,77 +171,75 @@ class Command:
     rss_kib: list = field(default_factory=list)
 
     def median_seconds(self):
-        return statistics.median(self.seconds) if self.seconds and not self.error else None
+        return None if self.error or not self.seconds else statistics.median(self.seconds)
 
     def peak_rss_mib(self):
-        return max(self.rss_kib) / 1024 if self.rss_kib and not self.error else None
+        return None if self.error or not self.rss_kib else max(self.rss_kib) / 1024
 
 
-def run_once(argv, expect_exit):
-    """Run argv to completion; return (wall seconds, the child's peak RSS in KiB)."""
+def run_once(cmd):
+    """Run cmd to completion; record wall seconds and that child's peak RSS (KiB)."""
     with tempfile.TemporaryFile() as output:  # a file, not a pipe: wait4 can't deadlock
         start = time.perf_counter()
         try:
-            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+            child = subprocess.Popen(cmd.argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
         except OSError as exc:
-            raise BenchError(f"cannot start {argv[0]}: {exc}") from exc
-        # wait4 gives this one child's rusage; RUSAGE_CHILDREN would mix all children.
+            cmd.error = f"cannot start: {exc}"
+            return
+        # wait4 returns this one child's rusage; RUSAGE_CHILDREN deltas can't give a max.
         _, status, usage = os.wait4(child.pid, 0)
         elapsed = time.perf_counter() - start
         child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != expect_exit:
+        if child.returncode != cmd.expect_exit:
             output.seek(0)
-            tail = output.read().decode(errors="replace")[-800:]
-            raise BenchError(f"exit {child.returncode} (expected {expect_exit}): "
-                             f"{shlex.join(argv)[:200]}\n{tail}")
-    return elapsed, usage.ru_maxrss
+            cmd.error = (f"exit {child.returncode}, expected {cmd.expect_exit}: {shlex.join(cmd.argv)[:160]}\n"
+                         + output.read().decode(errors="replace")[-600:])
+            return
+    cmd.seconds.append(elapsed)
+    cmd.rss_kib.append(usage.ru_maxrss)
 
 
 def run_alternating(commands, rounds):
-    """A, B, A, B, ... so drift (thermal, page cache, neighbours) hits both alike."""
+    """A, B, A, B, ... so drift (CPU clocks, page cache, neighbours) hits both alike."""
     for _ in range(rounds):
-        for cmd in commands:
-            if cmd.error:
-                continue
+        for cmd in (c for c in commands if not c.error):
             if cmd.prepare:
                 cmd.prepare()
-                os.sync()  # flush the fresh copy now, not during the timed run
-            try:
-                elapsed, rss = run_once(cmd.argv, cmd.expect_exit)
-            except BenchError as exc:
-                cmd.error = str(exc)
-                continue
-            cmd.seconds.append(elapsed)
-            cmd.rss_kib.append(rss)
+                os.sync()  # write the fresh copy back now, not during the timed run
+            run_once(cmd)
     for cmd in commands:
         if cmd.error:
-            print(f"  {cmd.label:<28} ERROR: {cmd.error.strip()}")
+            print(f"  {cmd.label:<24} ERROR: {cmd.error.strip()}")
         else:
-            print(f"  {cmd.label:<28} median {cmd.median_seconds():8.3f} s   "
-                  f"peak RSS {cmd.peak_rss_mib():7.1f} MiB   ({len(cmd.seconds)} runs)")
+            print(f"  {cmd.label:<24} median {cmd.median_seconds():7.3f} s  "
+                  f"peak RSS {cmd.peak_rss_mib():6.1f} MiB  ({len(cmd.seconds)} runs)")
 
 
 def fresh_copy(src, dst):
     return lambda: shutil.copyfile(src, dst)
 
 
-# --- targets --------------------------------------------------------------------
+# --- targets -------------------------------------------------------------------
 
-RESULTS = []  # (passed, line)
+RESULTS = []  # (passed, verdict line)
 
 
-def report(name, value, op, target, unit=""):
-    passed = value is not None and (value >= target if op == ">=" else
-                                    value <= target if op == "<=" else value < target)
+def verdict(name, value, op, target, unit, detail=""):
+    passes = {">=": lambda: value >= target, "<=": lambda: value <= target, "<": lambda: value < target}
+    passed = value is not None and passes[op]()
     shown = "n/a" if value is None else f"{value:.2f}{unit}"
-    line = f"{'PASS' if passed else 'FAIL'}  {name}: {shown} (target {op} {target}{unit})"
+    line = f"{'PASS' if passed else 'FAIL'}  {name}: {detail}{shown} (target {op} {target}{unit})"
     RESULTS.append((passed, line))
     print(line + "\n")
 
 
-def ratio(numerator, denominator):
+def compare(name, numerator, denominator, op, target, rounds):
+    """Alternate both commands; judge median(numerator) / median(denominator)."""
+    print(f"[{name}]")
+    run_alternating([numerator, denominator], rounds)
     a, b = numerator.median_seconds(), denominator.median_seconds()
-    return a / b if a is not None and b else None
+    detail = "" if a is None or b is None else f"{numerator.label} {a:.3f} s / {denominator.label} {b:.3f} s = "
+    verdict(name, a / b if detail else None, op, target, "x", detail)
 
 
 def resolve_cli(cli):
@@ -253,8 +249,8 @@ def resolve_cli(cli):
         beside = Path(sys.executable).parent / argv[0]
         found = str(beside) if beside.is_file() else shutil.which(argv[0])
         if not found:
-            return None, (f"'{argv[0]}' not found next to {sys.executable} nor on PATH; "
-                          "install the project (pip install -e .) or pass --cli")
+            return None, (f"'{argv[0]}' is not installed next to {sys.executable} nor on PATH "
+                          "(pip install -e . in this venv, or pass --cli)")
         argv[0] = found
     return argv, None
 
@@ -264,11 +260,17 @@ def package_size_bytes():
                             "print(os.path.dirname(pth_legacy_keys.__file__))"],
                            capture_output=True, text=True)
     if where.returncode != 0:
-        print("  cannot import pth_legacy_keys:", where.stderr.strip().splitlines()[-1:])
+        print("  cannot import pth_legacy_keys:", where.stderr.strip().splitlines()[-1])
         return None
     root = Path(where.stdout.strip())
     return sum(p.stat().st_size for p in root.rglob("*")
                if p.is_file() and "__pycache__" not in p.relative_to(root).parts)
+
+
+def run_torch_helper(*args):
+    # Torch work runs in a child: bench.py itself must stay small, because on
+    # Linux a child's ru_maxrss is never below its parent's peak RSS at spawn.
+    return subprocess.run([sys.executable, __file__, "--internal", *map(str, args)]).returncode
 
 
 def prepare_inputs(workdir):
@@ -277,17 +279,15 @@ def prepare_inputs(workdir):
     for kind, path in (("small", small), ("large", large)):
         if not path.exists():
             print(f"generating {path} ...", flush=True)
-            # In a child: bench.py must stay small, because Linux reports the
-            # parent's peak RSS as a floor for every child's ru_maxrss.
-            subprocess.run([sys.executable, __file__, "--internal", "generate", kind, str(path)],
-                           check=True)
+            if run_torch_helper("generate", kind, path):
+                sys.exit(f"generating {path} failed")
     many = [workdir / "many" / f"model_{i:02d}.pth" for i in range(20)]
     many[0].parent.mkdir(exist_ok=True)
     for path in many:
         if not path.exists() or path.stat().st_size != small.stat().st_size:
             shutil.copyfile(small, path)
-    print(f"inputs: {small.stat().st_size / 1e6:.1f} MB, {large.stat().st_size / 1e6:.1f} MB, "
-          f"20 x {small.stat().st_size / 1e6:.1f} MB in {workdir}\n")
+    print(f"inputs in {workdir}: {small.stat().st_size / 1e6:.1f} MB, "
+          f"{large.stat().st_size / 1e6:.1f} MB, 20 x {small.stat().st_size / 1e6:.1f} MB\n")
     return small, large, many
 
 
@@ -298,7 +298,7 @@ def main():
     parser.add_argument("--cli", default="pth-legacy-keys")
     parser.add_argument("--internal", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.internal:  # torch-side helpers, run as children of the benchmark
+    if args.internal:  # torch-side helpers, see run_torch_helper
         action, *rest = args.internal
         return generate_checkpoint(*rest) if action == "generate" else verify_fix(*rest)
 
@@ -306,73 +306,65 @@ def main():
     small, large, many = prepare_inputs(args.workdir)
     torch_way_script = args.workdir / "torch_way.py"
     torch_way_script.write_text(TORCH_WAY_SOURCE)
-    ours_argv, ours_error = resolve_cli(args.cli)
     scratch = args.workdir / "scratch"
     scratch.mkdir(exist_ok=True)
+    ours_argv, ours_error = resolve_cli(args.cli)
+    if ours_error:
+        print(f"ERROR: {ours_error}\nEvery comparison involving it will FAIL.\n")
 
     def ours(label, *cli_args, expect_exit=0, prepare=None):
-        argv = ours_argv + list(cli_args) if ours_argv else None
-        return Command(label, argv, expect_exit, prepare, error=ours_error)
+        argv = ours_argv and ours_argv + [str(a) for a in cli_args]
+        return Command(label, argv, expect_exit, prepare, error=ours_error and "not installed")
 
     def torch_way(label, mode, *paths, prepare=None):
         argv = [sys.executable, str(torch_way_script), mode, *map(str, paths)]
         return Command(label, argv, 1 if mode == "check" else 0, prepare)
 
-    print("[check one 55 MB model]")
-    a, b = ours("ours check", "check", small, expect_exit=1), torch_way("torch way check", "check", small)
-    run_alternating([a, b], args.rounds)
-    report("check 55 MB, torch way / ours", ratio(b, a), ">=", 15, "x")
+    rounds = args.rounds
+    compare("check 55 MB", torch_way("torch way", "check", small),
+            ours("ours", "check", small, expect_exit=1), ">=", 15, rounds)
+    compare("check 20 x 55 MB", torch_way("torch way", "check", *many),
+            ours("ours", "check", *many, expect_exit=1), ">=", 10, rounds)
+    compare("check 550 MB vs 55 MB", ours("ours 550 MB", "check", large, expect_exit=1),
+            ours("ours 55 MB", "check", small, expect_exit=1), "<=", 1.5, rounds)
 
-    print("[check 20 x 55 MB in one invocation]")
-    a, b = ours("ours check x20", "check", *many, expect_exit=1), torch_way("torch way check x20", "check", *many)
-    run_alternating([a, b], args.rounds)
-    report("check 20 x 55 MB, torch way / ours", ratio(b, a), ">=", 10, "x")
-
-    print("[check 550 MB vs 55 MB, both ours]")
-    a, b = ours("ours check 550 MB", "check", large, expect_exit=1), ours("ours check 55 MB", "check", small, expect_exit=1)
-    run_alternating([a, b], args.rounds)
-    report("check 550 MB / check 55 MB (ours)", ratio(a, b), "<=", 1.5, "x")
-
+    # fix rewrites in place: every run gets a fresh copy of the parametrized input.
     ours_fixed, torch_fixed, copied = scratch / "fix_ours.pth", scratch / "fix_torch.pth", scratch / "copy.pth"
-    print("[fix one 55 MB model]")
-    a = ours("ours fix", "fix", ours_fixed, prepare=fresh_copy(small, ours_fixed))
-    b = torch_way("torch way fix", "fix", torch_fixed, prepare=fresh_copy(small, torch_fixed))
-    run_alternating([a, b], args.rounds)
-    report("fix 55 MB, torch way / ours", ratio(b, a), ">=", 8, "x")
+    fix_vs_torch = ours("ours", "fix", ours_fixed, prepare=fresh_copy(small, ours_fixed))
+    compare("fix 55 MB", torch_way("torch way", "fix", torch_fixed, prepare=fresh_copy(small, torch_fixed)),
+            fix_vs_torch, ">=", 8, rounds)
+    fix_vs_copy = ours("ours fix", "fix", ours_fixed, prepare=fresh_copy(small, ours_fixed))
+    compare("fix 55 MB vs file copy", fix_vs_copy,
+            Command("python copy", [sys.executable, "-c", COPY_SOURCE, str(small), str(copied)],
+                    prepare=lambda: copied.unlink(missing_ok=True)), "<=", 1.5, rounds)
 
-    print("[fix 55 MB vs copying the file in a Python process]")
-    c = ours("ours fix", "fix", ours_fixed, prepare=fresh_copy(small, ours_fixed))
-    d = Command("python shutil.copyfile", [sys.executable, "-c", COPY_SOURCE, str(small), str(copied)],
-                prepare=lambda: copied.unlink(missing_ok=True))
-    run_alternating([c, d], args.rounds)
-    report("fix 55 MB / copy 55 MB", ratio(c, d), "<=", 1.5, "x")
-
-    print("[fix 550 MB, ours]")
+    print("[fix 550 MB]")
     large_fixed = scratch / "fix_ours_large.pth"
-    e = ours("ours fix 550 MB", "fix", large_fixed, prepare=fresh_copy(large, large_fixed))
-    run_alternating([e], args.rounds)
-    rss_55 = [r for r in (a.peak_rss_mib(), c.peak_rss_mib()) if r is not None]
-    report("peak RSS, our fix of 55 MB", max(rss_55) if len(rss_55) == 2 else None, "<", 64, " MiB")
-    report("peak RSS, our fix of 550 MB", e.peak_rss_mib(), "<", 64, " MiB")
+    fix_large = ours("ours", "fix", large_fixed, prepare=fresh_copy(large, large_fixed))
+    run_alternating([fix_large], rounds)
+    rss_small = [fix_vs_torch.peak_rss_mib(), fix_vs_copy.peak_rss_mib()]
+    verdict("peak RSS of our fix, 55 MB", None if None in rss_small else max(rss_small), "<", 64, " MiB")
+    verdict("peak RSS of our fix, 550 MB", fix_large.peak_rss_mib(), "<", 64, " MiB")
 
-    print("[our fix produced the right files]")
-    verified = ours_argv is not None and not (a.error or e.error)
+    # A fast fix that writes the wrong thing is worthless: check the last outputs.
+    print("[our fix output: same tensors and metadata under legacy names; check exits 0]")
+    correct = not (fix_vs_copy.error or fix_large.error)
     for original, fixed in ((small, ours_fixed), (large, large_fixed)):
-        if verified:
-            checked = subprocess.run([sys.executable, __file__, "--internal", "verify", str(original), str(fixed)])
-            recheck = subprocess.run(ours_argv + ["check", str(fixed)], capture_output=True)
-            verified = checked.returncode == 0 and recheck.returncode == 0
-            print(f"  {fixed.name}: torch comparison exit {checked.returncode}, ours check exit {recheck.returncode}")
-    RESULTS.append((verified, f"{'PASS' if verified else 'FAIL'}  fixed files load in torch with legacy names"))
+        if correct:
+            same = run_torch_helper("verify", original, fixed)
+            recheck = subprocess.run(ours_argv + ["check", str(fixed)], capture_output=True).returncode
+            print(f"  {fixed.name}: torch comparison exit {same}, ours check exit {recheck}")
+            correct = same == 0 and recheck == 0
+    RESULTS.append((correct, f"{'PASS' if correct else 'FAIL'}  fix output correct"))
     print(RESULTS[-1][1] + "\n")
 
     print("[installed package size]")
     size = package_size_bytes()
-    report("pth_legacy_keys package size", None if size is None else size / 1e6, "<", 1, " MB")
+    verdict("package size", None if size is None else size / 1e6, "<", 1, " MB")
 
-    failed = [line for passed, line in RESULTS if not passed]
+    failed = [line.split(":")[0][6:] for passed, line in RESULTS if not passed]
     print(f"SUMMARY: {len(RESULTS) - len(failed)}/{len(RESULTS)} targets passed"
-          + (f"; failed: {'; '.join(line[6:].split(':')[0] for line in failed)}" if failed else ""))
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 

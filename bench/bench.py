@@ -20,10 +20,11 @@ commands of every comparison for --rounds rounds and comparing medians:
   installed package size (without __pycache__)     < 1 MB
 
 It also checks that our fix produced the right file.  Exit 0 if every target
-passes, 1 otherwise.
+passes, 1 otherwise.  Delete --workdir to regenerate the inputs.
 """
 import argparse
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -284,7 +285,7 @@ def prepare_inputs(workdir):
     many = [workdir / "many" / f"model_{i:02d}.pth" for i in range(20)]
     many[0].parent.mkdir(exist_ok=True)
     for path in many:
-        if not path.exists() or path.stat().st_size != small.stat().st_size:
+        if not path.exists() or path.stat().st_mtime < small.stat().st_mtime:
             shutil.copyfile(small, path)
     print(f"inputs in {workdir}: {small.stat().st_size / 1e6:.1f} MB, "
           f"{large.stat().st_size / 1e6:.1f} MB, 20 x {small.stat().st_size / 1e6:.1f} MB\n")
@@ -311,6 +312,8 @@ def main():
     ours_argv, ours_error = resolve_cli(args.cli)
     if ours_error:
         print(f"ERROR: {ours_error}\nEvery comparison involving it will FAIL.\n")
+    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"note: a child's peak RSS reads at least this process's own peak, {floor:.1f} MiB\n")
 
     def ours(label, *cli_args, expect_exit=0, prepare=None):
         argv = ours_argv and ours_argv + [str(a) for a in cli_args]

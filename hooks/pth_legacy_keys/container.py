@@ -11,7 +11,6 @@ import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass, field
 
 from .errors import CheckpointError, NotACheckpoint, Refused
 from .pickle_walk import MAX_PICKLE_BYTES, Storage, Text, Truncated, storage_type_size, walk
@@ -40,29 +39,33 @@ KNOWN_RECORD = re.compile(
 SNIFF_BYTES = 4096
 
 
-@dataclass
 class Record:
-    name: str
-    header_offset: int
-    size: int
-    crc: int
-    flags: int
-    data_offset: int = -1  # known once the local header has been read
+    """One zip record, as the central directory describes it."""
+
+    __slots__ = ("name", "header_offset", "size", "crc", "flags", "data_offset")
+
+    def __init__(self, name, header_offset, size, crc, flags):
+        self.name = name
+        self.header_offset = header_offset
+        self.size = size
+        self.crc = crc
+        self.flags = flags
+        self.data_offset = -1  # known once the local header has been read
 
 
-@dataclass
 class Checkpoint:
     """What we read of one checkpoint: enough to report on it or rewrite it."""
 
-    path: str
-    format: str  # "zip" or "legacy"
-    file_size: int
-    pickle: bytes  # the main pickle, the one holding the state dicts
-    pickle_start: int  # its offset in the file
-    root: object  # the inert tree walked from it
-    records: list = field(default_factory=list)  # zip: in physical order
-    pickle_record: "Record | None" = None
-    alignment: int = 64
+    def __init__(self, path, format, file_size, pickle, pickle_start, root, records=(), pickle_record=None):
+        self.path = path
+        self.format = format  # "zip" or "legacy"
+        self.file_size = file_size
+        self.pickle = pickle  # the main pickle, the one holding the state dicts
+        self.pickle_start = pickle_start  # its offset in the file
+        self.root = root  # the inert tree walked from it
+        self.records = list(records)  # zip: in physical order
+        self.pickle_record = pickle_record
+        self.alignment = 64  # zip: what .storage_alignment says, once read
 
 
 def read_checkpoint(path, *, locate_all_records=False):
@@ -71,7 +74,8 @@ def read_checkpoint(path, *, locate_all_records=False):
     With `locate_all_records` every record's local header is read too, as a rewrite
     needs; a check reads only what its verdict depends on.
     """
-    with open(path, "rb") as f:
+    # Unbuffered: every read is one system call for exactly the bytes we need.
+    with open(path, "rb", buffering=0) as f:
         file_size = os.fstat(f.fileno()).st_size
         head = f.read(SNIFF_BYTES)
         if head.startswith(b"PK\x03\x04"):
@@ -128,9 +132,9 @@ def _read_zip(f, path, file_size, locate_all_records):
             raise Refused(f"the archive holds an unexpected record '{record.name}'")
     _check_layout(records, end_of_records)
 
-    to_locate = records if locate_all_records else [pickle_record]
-    for record in to_locate:
-        _locate_data(f, record, records, end_of_records)
+    next_starts = dict(zip(map(id, records), [r.header_offset for r in records[1:]] + [end_of_records]))
+    for record in records if locate_all_records else [pickle_record]:
+        _locate_data(f, record, next_starts[id(record)])
     pickle = _pread(f, pickle_record.data_offset, pickle_record.size)
     if zlib.crc32(pickle) != pickle_record.crc:
         raise Refused("the pickle record's CRC does not match its contents")
@@ -172,8 +176,10 @@ def _read_central_directory(f, file_size):
         _, _, z64_offset, _ = ZIP64_LOCATOR.unpack_from(tail, locator)
         if z64_offset + ZIP64_END_RECORD.size != tail_start + locator:
             raise Refused("the zip64 end record is not where its locator says")
-        z64 = _pread(f, z64_offset, ZIP64_END_RECORD.size)
-        sig, _, _, _, disk, cd_disk, _, count, cd_size, cd_offset = ZIP64_END_RECORD.unpack(z64)
+        z64 = tail[z64_offset - tail_start:] if z64_offset >= tail_start else b""
+        if len(z64) < ZIP64_END_RECORD.size:
+            z64 = _pread(f, z64_offset, ZIP64_END_RECORD.size)
+        sig, _, _, _, disk, cd_disk, _, count, cd_size, cd_offset = ZIP64_END_RECORD.unpack_from(z64)
         if sig != ZIP64_END_SIG or disk or cd_disk:
             raise CheckpointError("corrupt zip64 end record")
         end_of_cd = z64_offset
@@ -273,15 +279,14 @@ def _check_layout(records, end_of_records):
             raise Refused(f"record '{record.name}' overlaps what follows it")
 
 
-def _locate_data(f, record, records, end_of_records):
-    header = _pread(f, record.header_offset, LOCAL_HEADER.size)
-    sig, _, flags, method, _, _, _, _, _, name_len, extra_len = LOCAL_HEADER.unpack(header)
-    name = _pread(f, record.header_offset + LOCAL_HEADER.size, name_len)
-    if sig != LOCAL_SIG or name != record.name.encode() or flags != record.flags or method != 0:
+def _locate_data(f, record, next_start):
+    expected_name = record.name.encode()
+    header = _pread(f, record.header_offset, LOCAL_HEADER.size + len(expected_name))
+    sig, _, flags, method, _, _, _, _, _, name_len, extra_len = LOCAL_HEADER.unpack_from(header)
+    name = header[LOCAL_HEADER.size:LOCAL_HEADER.size + name_len]
+    if sig != LOCAL_SIG or name != expected_name or flags != record.flags or method != 0:
         raise Refused(f"the local header of '{record.name}' disagrees with the central directory")
     record.data_offset = record.header_offset + LOCAL_HEADER.size + name_len + extra_len
-    index = records.index(record)
-    next_start = records[index + 1].header_offset if index + 1 < len(records) else end_of_records
     if record.data_offset + record.size > next_start:
         raise Refused(f"record '{record.name}' overlaps what follows it")
 
@@ -313,6 +318,18 @@ def _walk_whole(data, persistent_id, what):
     if result.end != len(data):
         raise Refused(f"{len(data) - result.end} bytes follow the pickle's STOP opcode")
     return result
+
+
+def record_crc(f, record):
+    """The CRC-32 of a located record's data, read in chunks."""
+    crc = 0
+    offset, remaining = record.data_offset, record.size
+    while remaining:
+        chunk = _pread(f, offset, min(remaining, 1 << 20))
+        crc = zlib.crc32(chunk, crc)
+        offset += len(chunk)
+        remaining -= len(chunk)
+    return crc
 
 
 # -- legacy -----------------------------------------------------------------------
@@ -348,12 +365,16 @@ def _walk_legacy(data, path, file_size):
     keys = walk(data, main_start + main.end)
     if type(keys.root) is not list or any(type(k) is not Text for k in keys.root):
         raise CheckpointError("corrupt legacy checkpoint: its storage key list is malformed")
-    listed = {k.value for k in keys.root}
-    for storage in main.storages:
-        if storage.key not in listed:
-            raise CheckpointError(f"corrupt legacy checkpoint: storage {storage.key} is not listed")
-    if keys.end > file_size:
-        raise CheckpointError("truncated legacy checkpoint")
+    storage_bytes = {storage.key: storage.numel * storage.element_size for storage in main.storages}
+    listed = [k.value for k in keys.root]
+    if sorted(storage_bytes) != sorted(listed):
+        raise CheckpointError("corrupt legacy checkpoint: its storage list does not match its pickle")
+    # Each storage follows the pickles as an 8-byte element count and its bytes, in listed order.
+    expected_size = keys.end + sum(8 + storage_bytes[key] for key in listed)
+    if expected_size > file_size:
+        raise CheckpointError("truncated: the file ends inside its storages")
+    if expected_size < file_size:
+        raise Refused(f"{file_size - expected_size} bytes follow the last storage")
     return Checkpoint(path, "legacy", file_size, main_pickle[:main.end], main_start, main.root)
 
 

@@ -2,7 +2,6 @@
 
 import os
 import re
-import subprocess
 
 CHECKPOINT_NAME = re.compile(r"(?i).*\.(pth|pt|ckpt)")
 SKIPPED_FOLDERS = frozenset((".git", ".hg", ".svn"))
@@ -28,6 +27,8 @@ def collect(paths):
 
 
 def _git_tracked_checkpoints():
+    import subprocess  # only discovery without paths needs it: keep start-up short for hooks
+
     try:
         listing = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--", "."],

@@ -2,7 +2,7 @@
 
 import os
 
-from .container import read_checkpoint
+from .container import read_checkpoint, record_crc
 from .errors import CheckpointError, NotACheckpoint, Refused
 from .pickle_edit import replace_strings
 from .rename import DIRECTIONS, LEGACY, plan
@@ -70,12 +70,15 @@ def _rewrite(path, checkpoint, renames, to):
     write_records = write_zip if checkpoint.format == "zip" else write_legacy
 
     def write(out):
-        with open(path, "rb") as source:
+        with open(path, "rb", buffering=0) as source:
             write_records(source, checkpoint, new_pickle, out)
 
     def verify(written_path):
         """Read our own output as a stranger's file: it must be the intended one, fully converted."""
-        written = read_checkpoint(written_path, locate_all_records=True)
+        try:
+            written = read_checkpoint(written_path, locate_all_records=True)
+        except CheckpointError as exc:
+            raise CheckpointError(f"the rewritten file did not read back ({exc}); nothing was changed") from None
         again = plan(written.root, to)
         size_change = len(new_pickle) - len(checkpoint.pickle)
         if (written.format != checkpoint.format or written.pickle != new_pickle
@@ -83,8 +86,22 @@ def _rewrite(path, checkpoint, renames, to):
                 or (checkpoint.format == "legacy" and written.file_size != checkpoint.file_size + size_change)
                 or again.renames or again.param_names or again.problems):
             raise CheckpointError("the rewritten file did not read back as intended; nothing was changed")
+        _verify_copied_bytes(checkpoint, written)
 
     replace_atomically(path, write, verify)
+
+
+def _verify_copied_bytes(checkpoint, written):
+    """Every copied record must hold the bytes its CRC promises: a copy can fail silently."""
+    with open(written.path, "rb", buffering=0) as output:
+        for record in written.records:
+            if record.name == checkpoint.pickle_record.name or record_crc(output, record) == record.crc:
+                continue
+            with open(checkpoint.path, "rb", buffering=0) as source:
+                original = next(r for r in checkpoint.records if r.name == record.name)
+                if record_crc(source, original) != original.crc:
+                    raise Refused(f"record '{record.name}' does not match its CRC")
+            raise CheckpointError(f"record '{record.name}' was not copied intact; nothing was changed")
 
 
 def _copied_records(checkpoint):

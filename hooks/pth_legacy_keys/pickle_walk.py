@@ -8,14 +8,12 @@ decide what to rename and where those strings sit in the bytes.
 """
 
 import struct
-from dataclasses import dataclass, field
 
 from .errors import CheckpointError, Refused
 
 # Hostile-size caps.  A 457-tensor RVC model has a ~60 KB pickle with ~15,000
-# opcodes and ~2,000 memo entries; these leave room for checkpoints 1,000x larger.
-MAX_PICKLE_BYTES = 256 * 1024 * 1024
-MAX_OPCODES = 50_000_000
+# opcodes and ~3,700 memo entries; these leave room for checkpoints 1,000x larger.
+MAX_PICKLE_BYTES = 64 * 1024 * 1024
 MAX_MEMO = 10_000_000
 MAX_STACK = 100_000
 MAX_MARKS = 10_000
@@ -59,66 +57,74 @@ ALLOWED_GLOBALS = (
 )
 
 
-@dataclass(eq=False)
 class Text:
     """A pickled string.  One object per definition: memo fetches share it."""
 
-    value: str
-    offset: int  # of its BINUNICODE opcode
-    nbytes: int  # of its UTF-8 payload
+    __slots__ = ("value", "offset", "nbytes")
+
+    def __init__(self, value, offset, nbytes):
+        self.value = value
+        self.offset = offset  # of its BINUNICODE opcode
+        self.nbytes = nbytes  # of its UTF-8 payload
 
 
-@dataclass(eq=False)
 class Global:
-    module: str
-    name: str
+    __slots__ = ("module", "name")
+
+    def __init__(self, module, name):
+        self.module = module
+        self.name = name
 
     @property
     def dotted(self):
         return f"{self.module}.{self.name}"
 
 
-@dataclass(eq=False)
 class Storage:
-    key: str
-    element_size: int
-    numel: int
+    __slots__ = ("key", "element_size", "numel")
+
+    def __init__(self, key, element_size, numel):
+        self.key = key
+        self.element_size = element_size
+        self.numel = numel
 
 
-@dataclass(eq=False)
 class Tensor:
-    storage: Storage
-    shape: tuple
+    __slots__ = ("storage", "shape")
+
+    def __init__(self, storage, shape):
+        self.storage = storage
+        self.shape = shape
 
 
-@dataclass(eq=False)
 class Dict:
     """A dict or OrderedDict, its items in pickle order (keys may repeat)."""
 
-    items: list = field(default_factory=list)
-    ordered: bool = False
-    metadata: "Dict | None" = None  # an OrderedDict's `_metadata` attribute
+    __slots__ = ("items", "ordered", "metadata")
+
+    def __init__(self, ordered=False):
+        self.items = []
+        self.ordered = ordered
+        self.metadata = None  # an OrderedDict's `_metadata` attribute, a Dict
 
 
-@dataclass(eq=False)
 class Bytes:
     """bytes, which protocol 2 spells as _codecs.encode(text, 'latin1')."""
 
-    text: Text
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
 
 
-@dataclass
 class WalkResult:
-    root: object
-    end: int  # offset just past STOP
-    storages: list
+    __slots__ = ("root", "end", "storages")
 
+    def __init__(self, root, end, storages):
+        self.root = root
+        self.end = end  # offset just past STOP
+        self.storages = storages
 
-class _Mark:
-    __slots__ = ()
-
-
-MARK = _Mark()
 
 OPCODE_NAMES = {
     0x28: "MARK", 0x2E: "STOP", 0x30: "POP", 0x31: "POP_MARK", 0x32: "DUP", 0x46: "FLOAT",
@@ -157,121 +163,144 @@ def walk(data, start=0, persistent_id=None):
     if len(data) - start > MAX_PICKLE_BYTES:
         raise Refused(f"the pickle is larger than {MAX_PICKLE_BYTES >> 20} MiB")
     stack = []
+    push = stack.append
+    pop = stack.pop
     marks = []
+    fence = 0  # like CPython's unpickler: no opcode may take items from below the last MARK
     memo = {}
     storages = []
     pos = start
     end = len(data)
-    opcodes = 0
+    # Every opcode takes at least one byte, so the size cap also caps the opcode count.
+    # The branches are ordered by how often torch.save emits each opcode.
     try:
         while True:
-            opcodes += 1
-            if opcodes > MAX_OPCODES:
-                raise Refused(f"the pickle has more than {MAX_OPCODES:,} opcodes")
             op = data[pos]
             pos += 1
-            if op == 0x71:  # BINPUT
-                _memo_put(memo, data[pos], stack)
+            if op == 0x72:  # LONG_BINPUT
+                if len(stack) <= fence or len(memo) >= MAX_MEMO:
+                    _underflow_or_memo_cap(stack, fence)
+                memo[_unpack_u32(data, pos)[0]] = stack[-1]
+                pos += 4
+            elif op == 0x4B:  # BININT1
+                push(data[pos])
                 pos += 1
             elif op == 0x68:  # BINGET
-                stack.append(_memo_get(memo, data[pos]))
-                pos += 1
-            elif op == 0x4B:  # BININT1
-                stack.append(data[pos])
+                push(_memo_get(memo, data[pos]))
                 pos += 1
             elif op == 0x58:  # BINUNICODE
-                (n,) = _unpack_u32(data, pos)
-                if pos + 4 + n > end:
+                n = _unpack_u32(data, pos)[0]
+                pos += 4
+                if pos + n > end:
                     raise Truncated("the pickle ends inside a string")
                 try:
-                    value = bytes(data[pos + 4:pos + 4 + n]).decode("utf-8", "surrogatepass")
+                    value = data[pos:pos + n].decode("utf-8", "surrogatepass")
                 except UnicodeDecodeError:
                     raise CheckpointError("the pickle holds a string that is not UTF-8") from None
-                stack.append(Text(value, pos - 1, n))
-                pos += 4 + n
+                push(Text(value, pos - 5, n))
+                pos += n
             elif op == 0x28:  # MARK
                 if len(marks) >= MAX_MARKS:
                     raise Refused(f"the pickle nests more than {MAX_MARKS:,} MARKs")
-                marks.append(len(stack))
-            elif op == 0x52:  # REDUCE
-                args = stack.pop()
-                stack[-1] = _reduce(stack[-1], args)
+                fence = len(stack)
+                marks.append(fence)
             elif op == 0x74:  # TUPLE
-                items = _pop_mark(stack, marks)
-                stack.append(tuple(items))
-            elif op == 0x85:  # TUPLE1
-                stack[-1] = (stack[-1],)
-            elif op == 0x86:  # TUPLE2
-                stack[-2:] = [tuple(stack[-2:])]
+                items, fence = _pop_mark(stack, marks)
+                push(tuple(items))
+            elif op == 0x52:  # REDUCE
+                if len(stack) - 2 < fence:
+                    raise _underflow()
+                args = pop()
+                stack[-1] = _reduce(stack[-1], args)
             elif op == 0x87:  # TUPLE3
-                stack[-3:] = [tuple(stack[-3:])]
-            elif op == 0x72:  # LONG_BINPUT
-                (index,) = _unpack_u32(data, pos)
-                _memo_put(memo, index, stack)
-                pos += 4
-            elif op == 0x6A:  # LONG_BINGET
-                (index,) = _unpack_u32(data, pos)
-                stack.append(_memo_get(memo, index))
-                pos += 4
+                if len(stack) - 3 < fence:
+                    raise _underflow()
+                items = tuple(stack[-3:])
+                del stack[-3:]
+                push(items)
             elif op == 0x4D:  # BININT2
-                (value,) = _unpack_u16(data, pos)
-                stack.append(value)
+                push(_unpack_u16(data, pos)[0])
                 pos += 2
-            elif op == 0x4A:  # BININT
-                (value,) = _unpack_i32(data, pos)
-                stack.append(value)
-                pos += 4
-            elif op == 0x89:  # NEWFALSE
-                stack.append(False)
-            elif op == 0x88:  # NEWTRUE
-                stack.append(True)
-            elif op == 0x4E:  # NONE
-                stack.append(None)
-            elif op == 0x29:  # EMPTY_TUPLE
-                stack.append(())
-            elif op == 0x7D:  # EMPTY_DICT
-                stack.append(Dict())
-            elif op == 0x5D:  # EMPTY_LIST
-                stack.append([])
-            elif op == 0x75:  # SETITEMS
-                items = _pop_mark(stack, marks)
-                if len(items) % 2:
-                    raise CheckpointError("the pickle has an odd number of items for SETITEMS")
-                _target(stack, Dict, "SETITEMS").items.extend(zip(items[::2], items[1::2]))
-            elif op == 0x73:  # SETITEM
-                value = stack.pop()
-                key = stack.pop()
-                _target(stack, Dict, "SETITEM").items.append((key, value))
-            elif op == 0x65:  # APPENDS
-                items = _pop_mark(stack, marks)
-                _target(stack, list, "APPENDS").extend(items)
-            elif op == 0x61:  # APPEND
-                value = stack.pop()
-                _target(stack, list, "APPEND").append(value)
             elif op == 0x51:  # BINPERSID
+                if len(stack) <= fence:
+                    raise _underflow()
                 if persistent_id is None:
                     raise Refused("the pickle has a persistent id where none is expected")
                 storage = persistent_id(stack[-1])
                 storages.append(storage)
                 stack[-1] = storage
+            elif op == 0x89:  # NEWFALSE
+                push(False)
+            elif op == 0x29:  # EMPTY_TUPLE
+                push(())
+            elif op == 0x85:  # TUPLE1
+                if len(stack) <= fence:
+                    raise _underflow()
+                stack[-1] = (stack[-1],)
+            elif op == 0x71:  # BINPUT
+                if len(stack) <= fence or len(memo) >= MAX_MEMO:
+                    _underflow_or_memo_cap(stack, fence)
+                memo[data[pos]] = stack[-1]
+                pos += 1
+            elif op == 0x4A:  # BININT
+                push(_unpack_i32(data, pos)[0])
+                pos += 4
+            elif op == 0x86:  # TUPLE2
+                if len(stack) - 2 < fence:
+                    raise _underflow()
+                items = tuple(stack[-2:])
+                del stack[-2:]
+                push(items)
+            elif op == 0x6A:  # LONG_BINGET
+                push(_memo_get(memo, _unpack_u32(data, pos)[0]))
+                pos += 4
+            elif op == 0x88:  # NEWTRUE
+                push(True)
+            elif op == 0x4E:  # NONE
+                push(None)
+            elif op == 0x7D:  # EMPTY_DICT
+                push(Dict())
+            elif op == 0x5D:  # EMPTY_LIST
+                push([])
+            elif op == 0x75:  # SETITEMS
+                items, fence = _pop_mark(stack, marks)
+                if len(items) % 2:
+                    raise CheckpointError("the pickle has an odd number of items for SETITEMS")
+                _target(stack, Dict, "SETITEMS", fence).items.extend(zip(items[::2], items[1::2]))
+            elif op == 0x73:  # SETITEM
+                if len(stack) - 3 < fence:
+                    raise _underflow()
+                value = pop()
+                key = pop()
+                _target(stack, Dict, "SETITEM", fence).items.append((key, value))
+            elif op == 0x65:  # APPENDS
+                items, fence = _pop_mark(stack, marks)
+                _target(stack, list, "APPENDS", fence).extend(items)
+            elif op == 0x61:  # APPEND
+                if len(stack) - 2 < fence:
+                    raise _underflow()
+                value = pop()
+                _target(stack, list, "APPEND", fence).append(value)
             elif op == 0x63:  # GLOBAL
                 value, pos = _global(data, pos)
-                stack.append(value)
+                push(value)
             elif op == 0x62:  # BUILD
-                state = stack.pop()
+                if len(stack) - 2 < fence:
+                    raise _underflow()
+                state = pop()
                 _build(stack[-1], state)
             elif op == 0x47:  # BINFLOAT
                 if pos + 8 > end:
                     raise Truncated("the pickle ends inside a float")
-                stack.append(_unpack_f64(data, pos)[0])
+                push(_unpack_f64(data, pos)[0])
                 pos += 8
             elif op == 0x8A:  # LONG1
                 n = data[pos]
-                stack.append(_long(data, pos + 1, n, end))
+                push(_long(data, pos + 1, n, end))
                 pos += 1 + n
             elif op == 0x8B:  # LONG4
-                (n,) = _unpack_u32(data, pos)
-                stack.append(_long(data, pos + 4, n, end))
+                n = _unpack_u32(data, pos)[0]
+                push(_long(data, pos + 4, n, end))
                 pos += 4 + n
             elif op == 0x80:  # PROTO
                 if pos != start + 1:
@@ -298,14 +327,6 @@ def walk(data, start=0, persistent_id=None):
         raise CheckpointError(f"the pickle is malformed near byte {pos - start - 1}") from None
 
 
-def _memo_put(memo, index, stack):
-    if not stack:
-        raise CheckpointError("the pickle stores an empty stack in its memo")
-    if len(memo) >= MAX_MEMO and index not in memo:
-        raise Refused(f"the pickle's memo grows beyond {MAX_MEMO:,} entries")
-    memo[index] = stack[-1]
-
-
 def _memo_get(memo, index):
     try:
         return memo[index]
@@ -314,15 +335,28 @@ def _memo_get(memo, index):
 
 
 def _pop_mark(stack, marks):
+    """Pop the items above the last MARK; return them and the new fence."""
     if not marks:
         raise CheckpointError("the pickle pops a MARK it never set")
     at = marks.pop()
     items = stack[at:]
     del stack[at:]
-    return items
+    return items, (marks[-1] if marks else 0)
 
 
-def _target(stack, kind, opcode):
+def _underflow():
+    return CheckpointError("the pickle takes more items from its stack than it put there")
+
+
+def _underflow_or_memo_cap(stack, fence):
+    if len(stack) <= fence:
+        raise _underflow()
+    raise Refused(f"the pickle's memo grows beyond {MAX_MEMO:,} entries")
+
+
+def _target(stack, kind, opcode, fence):
+    if len(stack) <= fence:
+        raise _underflow()
     target = stack[-1]
     if type(target) is not kind:
         raise Refused(f"the pickle applies {opcode} to something that is not a {kind.__name__.lower()}")

@@ -7,7 +7,7 @@ half in one format and half in the other.
 """
 
 import re
-from dataclasses import dataclass, field
+from collections import namedtuple
 
 from .pickle_walk import Bytes, Dict, Tensor, Text
 
@@ -19,34 +19,26 @@ LEGACY_MAGNITUDE_KEY = re.compile(r"(?P<prefix>(?:.*\.)?)(?P<param>[^.]+)_g")
 WEIGHT_NORM_LEAVES = ("original0", "original1")
 
 
-@dataclass
-class Rename:
-    where: str  # the dict holding the key, as a path from the top: "weight", "model", ...
-    old: str
-    new: str
+# where: the dict holding the key (or the list holding the name), as a path from the top
+Rename = namedtuple("Rename", "where old new")
+# module: the parametrized tensor, e.g. "dec.ups.0.weight"
+Problem = namedtuple("Problem", "where module reason")
 
 
-@dataclass
-class Problem:
-    where: str
-    module: str  # the parametrized tensor, e.g. "dec.ups.0.weight"
-    reason: str
-
-
-@dataclass
 class Plan:
-    renames: list = field(default_factory=list)  # of state-dict keys
-    param_names: list = field(default_factory=list)  # of optimizer param_groups' param_names
-    modules: int = 0
-    problems: list = field(default_factory=list)
-    new_text: dict = field(default_factory=dict)  # id(Text) -> (Text, new value)
+    def __init__(self):
+        self.renames = []  # Rename of state-dict keys
+        self.param_names = []  # Rename of optimizer param_groups' param_names
+        self.modules = 0
+        self.problems = []  # Problem
+        self.new_text = {}  # id(Text) -> (Text, new value)
 
 
-@dataclass
 class _Survey:
-    state_dicts: list = field(default_factory=list)  # (where, Dict)
-    param_names: list = field(default_factory=list)  # (where, Text)
-    other_uses: set = field(default_factory=set)  # id(Text) used anywhere but as a state-dict key
+    def __init__(self):
+        self.state_dicts = []  # (where, Dict)
+        self.param_names = []  # (where, Text)
+        self.other_uses = set()  # id(Text) used anywhere but as a state-dict key
 
 
 def plan(root, to=LEGACY):

@@ -1,8 +1,5 @@
 """What we found in each file, and how it is shown: one-line text or a JSON document."""
 
-import json
-from dataclasses import dataclass, field
-
 from .rename import LEGACY
 
 SCHEMA_VERSION = 1
@@ -21,18 +18,24 @@ STATUS_EXIT_CODES = {
 KIND = {"legacy": "parametrized", "parametrized": "legacy"}  # the key kind each direction renames
 
 
-@dataclass
 class FileReport:
-    path: str
-    status: str
-    to: str = LEGACY
-    format: "str | None" = None  # "zip" or "legacy" once the container was read
-    renames: list = field(default_factory=list)  # rename.Rename of state-dict keys
-    param_names: list = field(default_factory=list)  # rename.Rename of optimizer param_names
-    modules: int = 0
-    problems: list = field(default_factory=list)  # rename.Problem
-    reason: "str | None" = None
-    lfs_pointer: bool = False
+    """What `scan` or `fix` found in one file."""
+
+    def __init__(self, path, status, to=LEGACY):
+        self.path = path
+        self.status = status  # one of STATUS_EXIT_CODES
+        self.to = to
+        self.format = None  # "zip" or "legacy" once the container was read
+        self.renames = []  # rename.Rename of state-dict keys
+        self.param_names = []  # rename.Rename of optimizer param_names
+        self.modules = 0
+        self.problems = []  # rename.Problem
+        self.reason = None
+        self.lfs_pointer = False
+
+    def __repr__(self):
+        return (f"FileReport(path={self.path!r}, status={self.status!r}, to={self.to!r}, "
+                f"renames={len(self.renames)}, problems={len(self.problems)}, reason={self.reason!r})")
 
     @property
     def exit_code(self):
@@ -111,6 +114,7 @@ def render_text(command, reports, verbosity):
 
 
 def render_json(command, to, reports, version):
+    import json  # only the JSON output needs it: keep start-up short for hooks
     document = {
         "schema_version": SCHEMA_VERSION,
         "tool": "pth-legacy-keys",

@@ -11,7 +11,6 @@ which may compute record offsets from these rules, finds every tensor.
 import os
 import stat
 import struct
-import tempfile
 import zlib
 
 from .container import (
@@ -41,22 +40,22 @@ class _Output:
             view = view[written:]
         self.position += len(data)
 
-    def copy_from(self, source_fd, offset, length):
-        copied = _copy_file_range(source_fd, self.fd, offset, length)
-        offset += copied
+    def copy_from(self, source, offset, length):
+        """Append `length` bytes of the file object `source` from `offset`."""
+        copied = _copy_file_range(source.fileno(), self.fd, offset, length)
+        self.position += copied
+        source.seek(offset + copied)
         remaining = length - copied
         while remaining:
-            chunk = os.pread(source_fd, min(COPY_CHUNK, remaining), offset)
+            chunk = source.read(min(COPY_CHUNK, remaining))
             if not chunk:
                 raise CheckpointError("the file shrank while it was being copied")
             self.write(chunk)
-            offset += len(chunk)
             remaining -= len(chunk)
-        self.position += copied
 
 
 def _copy_file_range(source_fd, target_fd, offset, length):
-    """Copy in the kernel where it can; return how much was copied (0 means: do it by hand)."""
+    """Copy in the kernel where it can (Linux); return how much was copied."""
     if not hasattr(os, "copy_file_range"):
         return 0
     copied = 0
@@ -95,7 +94,7 @@ def write_zip(source, checkpoint, new_pickle, out):
         if is_pickle:
             out.write(new_pickle)
         else:
-            out.copy_from(source.fileno(), record.data_offset, size)
+            out.copy_from(source, record.data_offset, size)
         if size:
             if zip64:
                 out.write(struct.pack("<IIQQ", DATA_DESCRIPTOR_SIG, crc, size, size))
@@ -128,11 +127,10 @@ def _zip64_extra(values):
 
 def write_legacy(source, checkpoint, new_pickle, out):
     """The legacy format: the bytes before and after the main pickle are copied as they are."""
-    fd = source.fileno()
-    out.copy_from(fd, 0, checkpoint.pickle_start)
+    out.copy_from(source, 0, checkpoint.pickle_start)
     out.write(new_pickle)
     tail = checkpoint.pickle_start + len(checkpoint.pickle)
-    out.copy_from(fd, tail, checkpoint.file_size - tail)
+    out.copy_from(source, tail, checkpoint.file_size - tail)
 
 
 def replace_atomically(path, write, verify):
@@ -141,16 +139,19 @@ def replace_atomically(path, write, verify):
     `write(out)` fills an `_Output`; `verify(temporary_path)` must raise if the result
     is not what was meant.  The new file keeps the old one's permission bits.
     """
+    import tempfile  # only fix needs it: keep a check's start-up short
+
     folder = os.path.dirname(path) or "."
     before = os.stat(path)
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         try:
             write(_Output(fd))
-            os.fsync(fd)
+            # The disk write and our reading-back are independent: let them overlap.
+            with _FsyncInBackground(fd):
+                verify(temporary)
         finally:
             os.close(fd)
-        verify(temporary)
         os.chmod(temporary, stat.S_IMODE(before.st_mode))
         now = os.stat(path)
         if (now.st_size, now.st_mtime_ns, now.st_ino) != (before.st_size, before.st_mtime_ns, before.st_ino):
@@ -163,6 +164,31 @@ def replace_atomically(path, write, verify):
             pass
         raise
     _fsync_folder(folder)
+
+
+class _FsyncInBackground:
+    """fsync `fd` in a thread for the duration of a `with` block; its error is raised at the end."""
+
+    def __init__(self, fd):
+        import threading
+
+        self.error = None
+        self.thread = threading.Thread(target=self._fsync, args=(fd,), daemon=True)
+
+    def _fsync(self, fd):
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self.error = exc
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.thread.join()
+        if self.error is not None and exc_info[0] is None:
+            raise self.error
 
 
 def _fsync_folder(folder):

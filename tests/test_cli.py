@@ -1,0 +1,150 @@
+"""The command line as a user drives it: paths, discovery, output, exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pth_legacy_keys import __version__, fix, scan
+from pth_legacy_keys.cli import main
+
+PARAMETRIZED_KEYS = [
+    "0.parametrizations.weight.original0", "0.parametrizations.weight.original1",
+    "1.parametrizations.weight.original0", "1.parametrizations.weight.original1",
+]
+
+
+def git(*args, cwd):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+def test_check_reports_file_count_and_example_key(fixture_copy, capsys):
+    path = fixture_copy("parametrized.pth")
+    assert main(["check", str(path)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{path}: 4 parametrized weight-norm keys in 2 modules (e.g. {PARAMETRIZED_KEYS[0]})",
+        "checked 1 file: 1 needs-fix",
+    ]
+
+
+def test_check_of_legacy_file_is_quiet_and_passes(fixture_copy, capsys):
+    path = fixture_copy("legacy.pth")
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out == "checked 1 file: 1 ok\n"
+    assert main(["check", "-q", str(path)]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_verbose_lists_every_rename(fixture_copy, capsys):
+    path = fixture_copy("parametrized.pth")
+    assert main(["check", "-v", str(path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:5] == [f"    <top>: {key} -> {key.replace('parametrizations.weight.original0', 'weight_g').replace('parametrizations.weight.original1', 'weight_v')}"
+                          for key in PARAMETRIZED_KEYS]
+
+
+@pytest.mark.parametrize("name", ["parametrized.pth", "parametrized_legacy_format.pth"])
+def test_fix_then_check_passes(fixture_copy, capsys, name):
+    path = fixture_copy(name)
+    assert main(["fix", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"{path}: fixed: renamed 4 keys to legacy names"
+    assert main(["check", str(path)]) == 0
+    assert main(["check", "--to", "parametrized", str(path)]) == 1
+
+
+def test_explicit_file_is_examined_whatever_its_name(fixture_copy):
+    path = fixture_copy("parametrized.pth", "weights.bin")
+    assert main(["check", str(path)]) == 1
+
+
+def test_folder_is_walked_for_checkpoint_names_only(fixture_copy, tmp_path, capsys):
+    models = tmp_path / "models"
+    (models / "deep").mkdir(parents=True)
+    fixture_copy("parametrized.pth", "models/deep/G_2333.PTH")
+    fixture_copy("legacy.pth", "models/voice.ckpt")
+    fixture_copy("parametrized.pth", "models/ignored.bin")
+    assert main(["check", "-v", str(models)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    examined = [line.split(": ")[0] for line in lines if not line.startswith((" ", "checked"))]
+    assert examined == [str(models / "voice.ckpt"), str(models / "deep" / "G_2333.PTH")] or \
+        sorted(examined) == sorted([str(models / "voice.ckpt"), str(models / "deep" / "G_2333.PTH")])
+
+
+def test_no_path_means_tracked_checkpoints_of_the_repository(fixture_copy, tmp_path, monkeypatch, capsys):
+    git("init", "-q", cwd=tmp_path)
+    fixture_copy("parametrized.pth", "tracked.pth")
+    fixture_copy("legacy.pth", "model.pt")
+    fixture_copy("parametrized.pth", "untracked.pth")
+    git("add", "tracked.pth", "model.pt", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "-v"]) == 1
+    out = capsys.readouterr().out
+    assert "tracked.pth: 4 parametrized" in out and "model.pt: ok" in out
+    assert "untracked.pth" not in out
+    assert out.splitlines()[-1] == "checked 2 files: 1 ok, 1 needs-fix"
+
+
+def test_no_path_outside_git_walks_the_current_folder(fixture_copy, tmp_path, monkeypatch, capsys):
+    fixture_copy("parametrized.pth", "a.pth")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert main(["check"]) == 1
+    assert capsys.readouterr().out.startswith("a.pth: 4 parametrized")
+
+
+def test_json_output_schema(fixture_copy, tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x00\x01 binary garbage")
+    good = fixture_copy("parametrized.pth")
+    assert main(["check", "--output", "json", str(good), str(bad)]) == 2
+    document = json.loads(capsys.readouterr().out)
+    assert document["schema_version"] == 1 and document["tool"] == "pth-legacy-keys"
+    assert document["version"] == __version__
+    assert (document["command"], document["to"], document["exit_code"]) == ("check", "legacy", 2)
+    assert document["summary"]["needs-fix"] == 1 and document["summary"]["error"] == 1
+    first, second = document["files"]
+    assert first["path"] == str(good) and first["status"] == "needs-fix" and first["format"] == "zip"
+    assert [r["old"] for r in first["renames"]] == PARAMETRIZED_KEYS
+    assert first["renames"][0] == {"dict": "", "old": PARAMETRIZED_KEYS[0], "new": "0.weight_g"}
+    assert first["modules"] == 2 and first["problems"] == [] and first["reason"] is None
+    assert second["status"] == "error" and "not a PyTorch checkpoint" in second["reason"]
+
+
+def test_exit_code_is_the_worst_of_all_files(fixture_copy, tmp_path):
+    legacy = fixture_copy("legacy.pth")
+    parametrized = fixture_copy("parametrized.pth")
+    assert main(["check", str(legacy)]) == 0
+    assert main(["check", str(legacy), str(parametrized)]) == 1
+    assert main(["check", str(parametrized), str(tmp_path / "missing.pth")]) == 2
+
+
+def test_python_api(fixture_copy):
+    path = fixture_copy("parametrized.pth")
+    report = scan(path)
+    assert report.status == "needs-fix" and report.exit_code == 1
+    assert [r.old for r in report.renames] == PARAMETRIZED_KEYS
+    assert fix(path).status == "fixed"
+    assert scan(path).status == "ok"
+    assert scan(path, to="parametrized").status == "needs-fix"
+    with pytest.raises(ValueError):
+        scan(path, to="sideways")
+
+
+def test_version_help_and_module_entry_point(fixture_copy):
+    path = fixture_copy("parametrized.pth")
+    version = subprocess.run([sys.executable, "-m", "pth_legacy_keys", "--version"],
+                             capture_output=True, text=True)
+    assert version.stdout.strip() == f"pth-legacy-keys {__version__}"
+    run = subprocess.run([sys.executable, "-m", "pth_legacy_keys", "check", str(path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "4 parametrized weight-norm keys" in run.stdout
+    usage = subprocess.run([sys.executable, "-m", "pth_legacy_keys", "check", "--to", "sideways"],
+                           capture_output=True, text=True)
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr
+    helped = subprocess.run([sys.executable, "-m", "pth_legacy_keys", "fix", "--help"],
+                            capture_output=True, text=True)
+    assert "exit codes" in helped.stdout and "--lfs-pointers" in helped.stdout

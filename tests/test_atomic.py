@@ -11,9 +11,9 @@ from pth_legacy_keys import engine, writer
 from pth_legacy_keys.cli import main
 
 DATA = Path(__file__).parent / "data"
-PARAMETRIZED = DATA / "parametrized.pth"
-LEGACY = DATA / "legacy.pth"
-LEGACY_FORMAT = DATA / "parametrized_legacy_format.pth"
+PARAMETRIZED = DATA / "parametrized.bin"
+LEGACY = DATA / "legacy.bin"
+LEGACY_FORMAT = DATA / "parametrized_legacy_format.bin"
 
 not_as_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
                                  reason="root writes anywhere")

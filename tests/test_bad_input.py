@@ -21,8 +21,8 @@ from pth_legacy_keys import scan
 from pth_legacy_keys.cli import main
 
 DATA = Path(__file__).parent / "data"
-PARAMETRIZED = DATA / "parametrized.pth"
-LEGACY_FORMAT = DATA / "parametrized_legacy_format.pth"
+PARAMETRIZED = DATA / "parametrized.bin"
+LEGACY_FORMAT = DATA / "parametrized_legacy_format.bin"
 PREFIX = "parametrized/"
 LFS_POINTER = (
     "version https://git-lfs.github.com/spec/v1\n"

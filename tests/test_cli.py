@@ -23,7 +23,7 @@ def git(*args, cwd):
 
 
 def test_check_reports_file_count_and_example_key(fixture_copy, capsys):
-    path = fixture_copy("parametrized.pth")
+    path = fixture_copy("parametrized.bin")
     assert main(["check", str(path)]) == 1
     assert capsys.readouterr().out.splitlines() == [
         f"{path}: 4 parametrized weight-norm keys in 2 modules (e.g. {PARAMETRIZED_KEYS[0]})",
@@ -32,7 +32,7 @@ def test_check_reports_file_count_and_example_key(fixture_copy, capsys):
 
 
 def test_check_of_legacy_file_is_quiet_and_passes(fixture_copy, capsys):
-    path = fixture_copy("legacy.pth")
+    path = fixture_copy("legacy.bin")
     assert main(["check", str(path)]) == 0
     assert capsys.readouterr().out == "checked 1 file: 1 ok\n"
     assert main(["check", "-q", str(path)]) == 0
@@ -40,14 +40,14 @@ def test_check_of_legacy_file_is_quiet_and_passes(fixture_copy, capsys):
 
 
 def test_verbose_lists_every_rename(fixture_copy, capsys):
-    path = fixture_copy("parametrized.pth")
+    path = fixture_copy("parametrized.bin")
     assert main(["check", "-v", str(path)]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[1:5] == [f"    <top>: {key} -> {key.replace('parametrizations.weight.original0', 'weight_g').replace('parametrizations.weight.original1', 'weight_v')}"
                           for key in PARAMETRIZED_KEYS]
 
 
-@pytest.mark.parametrize("name", ["parametrized.pth", "parametrized_legacy_format.pth"])
+@pytest.mark.parametrize("name", ["parametrized.bin", "parametrized_legacy_format.bin"])
 def test_fix_then_check_passes(fixture_copy, capsys, name):
     path = fixture_copy(name)
     assert main(["fix", str(path)]) == 0
@@ -57,16 +57,16 @@ def test_fix_then_check_passes(fixture_copy, capsys, name):
 
 
 def test_explicit_file_is_examined_whatever_its_name(fixture_copy):
-    path = fixture_copy("parametrized.pth", "weights.bin")
+    path = fixture_copy("parametrized.bin", "weights.bin")
     assert main(["check", str(path)]) == 1
 
 
 def test_folder_is_walked_for_checkpoint_names_only(fixture_copy, tmp_path, capsys):
     models = tmp_path / "models"
     (models / "deep").mkdir(parents=True)
-    fixture_copy("parametrized.pth", "models/deep/G_2333.PTH")
-    fixture_copy("legacy.pth", "models/voice.ckpt")
-    fixture_copy("parametrized.pth", "models/ignored.bin")
+    fixture_copy("parametrized.bin", "models/deep/G_2333.PTH")
+    fixture_copy("legacy.bin", "models/voice.ckpt")
+    fixture_copy("parametrized.bin", "models/ignored.bin")
     assert main(["check", "-v", str(models)]) == 1
     lines = capsys.readouterr().out.splitlines()
     examined = [line.split(": ")[0] for line in lines if not line.startswith((" ", "checked"))]
@@ -76,9 +76,9 @@ def test_folder_is_walked_for_checkpoint_names_only(fixture_copy, tmp_path, caps
 
 def test_no_path_means_tracked_checkpoints_of_the_repository(fixture_copy, tmp_path, monkeypatch, capsys):
     git("init", "-q", cwd=tmp_path)
-    fixture_copy("parametrized.pth", "tracked.pth")
-    fixture_copy("legacy.pth", "model.pt")
-    fixture_copy("parametrized.pth", "untracked.pth")
+    fixture_copy("parametrized.bin", "tracked.pth")
+    fixture_copy("legacy.bin", "model.pt")
+    fixture_copy("parametrized.bin", "untracked.pth")
     git("add", "tracked.pth", "model.pt", cwd=tmp_path)
     monkeypatch.chdir(tmp_path)
     assert main(["check", "-v"]) == 1
@@ -89,7 +89,7 @@ def test_no_path_means_tracked_checkpoints_of_the_repository(fixture_copy, tmp_p
 
 
 def test_no_path_outside_git_walks_the_current_folder(fixture_copy, tmp_path, monkeypatch, capsys):
-    fixture_copy("parametrized.pth", "a.pth")
+    fixture_copy("parametrized.bin", "a.pth")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert main(["check"]) == 1
@@ -99,7 +99,7 @@ def test_no_path_outside_git_walks_the_current_folder(fixture_copy, tmp_path, mo
 def test_json_output_schema(fixture_copy, tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"\x00\x01 binary garbage")
-    good = fixture_copy("parametrized.pth")
+    good = fixture_copy("parametrized.bin")
     assert main(["check", "--output", "json", str(good), str(bad)]) == 2
     document = json.loads(capsys.readouterr().out)
     assert document["schema_version"] == 1 and document["tool"] == "pth-legacy-keys"
@@ -115,15 +115,15 @@ def test_json_output_schema(fixture_copy, tmp_path, capsys):
 
 
 def test_exit_code_is_the_worst_of_all_files(fixture_copy, tmp_path):
-    legacy = fixture_copy("legacy.pth")
-    parametrized = fixture_copy("parametrized.pth")
+    legacy = fixture_copy("legacy.bin")
+    parametrized = fixture_copy("parametrized.bin")
     assert main(["check", str(legacy)]) == 0
     assert main(["check", str(legacy), str(parametrized)]) == 1
     assert main(["check", str(parametrized), str(tmp_path / "missing.pth")]) == 2
 
 
 def test_python_api(fixture_copy):
-    path = fixture_copy("parametrized.pth")
+    path = fixture_copy("parametrized.bin")
     report = scan(path)
     assert report.status == "needs-fix" and report.exit_code == 1
     assert [r.old for r in report.renames] == PARAMETRIZED_KEYS
@@ -135,7 +135,7 @@ def test_python_api(fixture_copy):
 
 
 def test_version_help_and_module_entry_point(fixture_copy):
-    path = fixture_copy("parametrized.pth")
+    path = fixture_copy("parametrized.bin")
     version = subprocess.run([sys.executable, "-m", "pth_legacy_keys", "--version"],
                              capture_output=True, text=True)
     assert version.stdout.strip() == f"pth-legacy-keys {__version__}"

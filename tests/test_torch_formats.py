@@ -213,9 +213,9 @@ def test_committed_fixtures_are_real_torch_output():
         sys.path.remove(here)
     parametrized = make_fixtures.tiny_model(parametrized=True).state_dict()
     legacy = make_fixtures.tiny_model(parametrized=False).state_dict()
-    assert_same_tree(dict(load(os.path.join(here, "parametrized.pth"))), dict(parametrized))
-    assert_same_tree(dict(load(os.path.join(here, "legacy.pth"))), dict(legacy))
-    assert_same_tree(dict(load(os.path.join(here, "parametrized_legacy_format.pth"))), dict(parametrized))
+    assert_same_tree(dict(load(os.path.join(here, "parametrized.bin"))), dict(parametrized))
+    assert_same_tree(dict(load(os.path.join(here, "legacy.bin"))), dict(legacy))
+    assert_same_tree(dict(load(os.path.join(here, "parametrized_legacy_format.bin"))), dict(parametrized))
 
 
 def test_never_unpickles(tmp_path, monkeypatch):

@@ -36,25 +36,22 @@ DTYPES = frozenset((
 ))
 
 # Exactly the globals a plain checkpoint uses, each with the one role it may play.
-REBUILD_TENSOR = {
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_tensor_v3"),
+TENSOR_V2, TENSOR_V3, PARAMETER, FROM_TYPE = "tensor_v2", "tensor_v3", "parameter", "from_type"
+TENSOR_TYPE, ORDERED_DICT, ENCODE, STORAGE, DTYPE = "tensor_type", "ordered_dict", "encode", "storage", "dtype"
+ROLES = {
+    ("torch._utils", "_rebuild_tensor_v2"): TENSOR_V2,
+    ("torch._utils", "_rebuild_tensor_v3"): TENSOR_V3,
+    ("torch._utils", "_rebuild_parameter"): PARAMETER,
+    ("torch._utils", "_rebuild_parameter_with_state"): PARAMETER,
+    ("torch._tensor", "_rebuild_from_type_v2"): FROM_TYPE,
+    ("torch", "Tensor"): TENSOR_TYPE,
+    ("torch.nn.parameter", "Parameter"): TENSOR_TYPE,
+    ("collections", "OrderedDict"): ORDERED_DICT,
+    ("_codecs", "encode"): ENCODE,  # how protocol 2 spells a bytes value
+    ("torch.storage", "UntypedStorage"): STORAGE,
+    **{("torch", name): STORAGE for name in STORAGE_ELEMENT_SIZES},
+    **{("torch", name): DTYPE for name in DTYPES},
 }
-REBUILD_PARAMETER = {
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-}
-REBUILD_FROM_TYPE = ("torch._tensor", "_rebuild_from_type_v2")
-TENSOR_TYPES = {("torch", "Tensor"), ("torch.nn.parameter", "Parameter")}
-ORDERED_DICT = ("collections", "OrderedDict")
-CODECS_ENCODE = ("_codecs", "encode")
-UNTYPED_STORAGE = ("torch.storage", "UntypedStorage")
-ALLOWED_GLOBALS = (
-    REBUILD_TENSOR | REBUILD_PARAMETER | TENSOR_TYPES
-    | {REBUILD_FROM_TYPE, ORDERED_DICT, CODECS_ENCODE, UNTYPED_STORAGE}
-    | {("torch", name) for name in STORAGE_ELEMENT_SIZES}
-    | {("torch", name) for name in DTYPES}
-)
 
 
 class Text:
@@ -69,11 +66,12 @@ class Text:
 
 
 class Global:
-    __slots__ = ("module", "name")
+    __slots__ = ("module", "name", "role")
 
-    def __init__(self, module, name):
+    def __init__(self, module, name, role):
         self.module = module
         self.name = name
+        self.role = role
 
     @property
     def dotted(self):
@@ -165,6 +163,7 @@ def walk(data, start=0, persistent_id=None):
     stack = []
     push = stack.append
     pop = stack.pop
+    unpack_u32, memo_get, text = _unpack_u32, _memo_get, Text  # locals: this loop is the hot path
     marks = []
     fence = 0  # like CPython's unpickler: no opcode may take items from below the last MARK
     memo = {}
@@ -180,16 +179,16 @@ def walk(data, start=0, persistent_id=None):
             if op == 0x72:  # LONG_BINPUT
                 if len(stack) <= fence or len(memo) >= MAX_MEMO:
                     _underflow_or_memo_cap(stack, fence)
-                memo[_unpack_u32(data, pos)[0]] = stack[-1]
+                memo[unpack_u32(data, pos)[0]] = stack[-1]
                 pos += 4
             elif op == 0x4B:  # BININT1
                 push(data[pos])
                 pos += 1
             elif op == 0x68:  # BINGET
-                push(_memo_get(memo, data[pos]))
+                push(memo_get(memo, data[pos]))
                 pos += 1
             elif op == 0x58:  # BINUNICODE
-                n = _unpack_u32(data, pos)[0]
+                n = unpack_u32(data, pos)[0]
                 pos += 4
                 if pos + n > end:
                     raise Truncated("the pickle ends inside a string")
@@ -197,7 +196,7 @@ def walk(data, start=0, persistent_id=None):
                     value = data[pos:pos + n].decode("utf-8", "surrogatepass")
                 except UnicodeDecodeError:
                     raise CheckpointError("the pickle holds a string that is not UTF-8") from None
-                push(Text(value, pos - 5, n))
+                push(text(value, pos - 5, n))
                 pos += n
             elif op == 0x28:  # MARK
                 if len(marks) >= MAX_MARKS:
@@ -252,7 +251,7 @@ def walk(data, start=0, persistent_id=None):
                 del stack[-2:]
                 push(items)
             elif op == 0x6A:  # LONG_BINGET
-                push(_memo_get(memo, _unpack_u32(data, pos)[0]))
+                push(memo_get(memo, unpack_u32(data, pos)[0]))
                 pos += 4
             elif op == 0x88:  # NEWTRUE
                 push(True)
@@ -299,7 +298,7 @@ def walk(data, start=0, persistent_id=None):
                 push(_long(data, pos + 1, n, end))
                 pos += 1 + n
             elif op == 0x8B:  # LONG4
-                n = _unpack_u32(data, pos)[0]
+                n = unpack_u32(data, pos)[0]
                 push(_long(data, pos + 4, n, end))
                 pos += 4 + n
             elif op == 0x80:  # PROTO
@@ -383,35 +382,35 @@ def _global(data, pos):
         name = bytes(data[module_end + 1:name_end]).decode("ascii")
     except UnicodeDecodeError:
         raise Refused("the pickle imports a name that is not ASCII") from None
-    if (module, name) not in ALLOWED_GLOBALS:
+    role = ROLES.get((module, name))
+    if role is None:
         raise Refused(f"the pickle imports '{module}.{name}', which a plain checkpoint never does")
-    return Global(module, name), name_end + 1
+    return Global(module, name, role), name_end + 1
 
 
-def _key(callable_):
-    if type(callable_) is not Global:
-        raise Refused("the pickle calls something that is not an allowed global")
-    return (callable_.module, callable_.name)
+def _role(value):
+    return value.role if type(value) is Global else None
 
 
 def _reduce(callable_, args):
-    key = _key(callable_)
+    role = _role(callable_)
+    if role is None:
+        raise Refused("the pickle calls something that is not an allowed global")
     if type(args) is not tuple:
         raise Refused(f"the pickle calls '{callable_.dotted}' with arguments that are not a tuple")
-    if key in REBUILD_TENSOR:
+    if role is TENSOR_V2 or role is TENSOR_V3:
         return _rebuild_tensor(callable_, args)
-    if key in REBUILD_PARAMETER:
+    if role is ORDERED_DICT:
+        if not args:
+            return Dict(ordered=True)
+    elif role is PARAMETER:
         if 3 <= len(args) <= 4 and type(args[0]) is Tensor and type(args[1]) is bool:
             return args[0]
-    elif key == REBUILD_FROM_TYPE:
-        if (len(args) == 4 and type(args[0]) is Global and _key(args[0]) in REBUILD_TENSOR
-                and type(args[1]) is Global and _key(args[1]) in TENSOR_TYPES
+    elif role is FROM_TYPE:
+        if (len(args) == 4 and _role(args[0]) in (TENSOR_V2, TENSOR_V3) and _role(args[1]) is TENSOR_TYPE
                 and type(args[2]) is tuple and type(args[3]) is Dict):
             return _rebuild_tensor(args[0], args[2])
-    elif key == ORDERED_DICT:
-        if args == ():
-            return Dict(ordered=True)
-    elif key == CODECS_ENCODE:
+    elif role is ENCODE:
         if (len(args) == 2 and type(args[0]) is Text and type(args[1]) is Text
                 and args[1].value == "latin1"):
             return Bytes(args[0])
@@ -419,19 +418,25 @@ def _reduce(callable_, args):
 
 
 def _rebuild_tensor(callable_, args):
-    if callable_.name == "_rebuild_tensor_v3":
-        ok = 7 <= len(args) <= 8 and type(args[6]) is Global and args[6].name in DTYPES
+    """(storage, offset, size, stride, requires_grad, backward_hooks[, dtype][, metadata])"""
+    count = len(args)
+    if callable_.role is TENSOR_V3:
+        ok = (count == 7 or count == 8) and _role(args[6]) is DTYPE
     else:
-        ok = 6 <= len(args) <= 7
-    if (ok and type(args[0]) is Storage and type(args[1]) is int
-            and _is_ints(args[2]) and _is_ints(args[3]) and type(args[4]) is bool
-            and type(args[5]) is Dict):
+        ok = count == 6 or count == 7
+    if (ok and type(args[0]) is Storage and type(args[1]) is int and _is_ints(args[2])
+            and _is_ints(args[3]) and type(args[4]) is bool and type(args[5]) is Dict):
         return Tensor(args[0], args[2])
     raise Refused(f"the pickle calls '{callable_.dotted}' with arguments a plain checkpoint never has")
 
 
 def _is_ints(value):
-    return type(value) is tuple and all(type(x) is int for x in value)
+    if type(value) is not tuple:
+        return False
+    for item in value:
+        if type(item) is not int:
+            return False
+    return True
 
 
 def _build(target, state):
@@ -471,9 +476,6 @@ def _check_depth(root):
 
 def storage_type_size(storage_type):
     """The element size for a persistent id's storage type, refusing any other global."""
-    if type(storage_type) is Global:
-        if storage_type.module == "torch" and storage_type.name in STORAGE_ELEMENT_SIZES:
-            return STORAGE_ELEMENT_SIZES[storage_type.name]
-        if (storage_type.module, storage_type.name) == UNTYPED_STORAGE:
-            return 1
-    raise Refused("the pickle names a storage type that is not a torch storage class")
+    if _role(storage_type) is not STORAGE:
+        raise Refused("the pickle names a storage type that is not a torch storage class")
+    return STORAGE_ELEMENT_SIZES.get(storage_type.name, 1)  # UntypedStorage counts bytes

@@ -23,9 +23,9 @@ def tiny_model(parametrized):
 def main():
     parametrized = tiny_model(parametrized=True).state_dict()
     legacy = tiny_model(parametrized=False).state_dict()
-    torch.save(parametrized, os.path.join(HERE, "parametrized.pth"))
-    torch.save(legacy, os.path.join(HERE, "legacy.pth"))
-    torch.save(parametrized, os.path.join(HERE, "parametrized_legacy_format.pth"),
+    torch.save(parametrized, os.path.join(HERE, "parametrized.bin"))
+    torch.save(legacy, os.path.join(HERE, "legacy.bin"))
+    torch.save(parametrized, os.path.join(HERE, "parametrized_legacy_format.bin"),
                _use_new_zipfile_serialization=False)
 
 

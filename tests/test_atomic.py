@@ -2,38 +2,14 @@
 
 import errno
 import os
-import shutil
-from pathlib import Path
 
 import pytest
-
+from helpers import LEGACY, LEGACY_FORMAT, PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import engine, writer
 from pth_legacy_keys.cli import main
 
-DATA = Path(__file__).parent / "data"
-PARAMETRIZED = DATA / "parametrized.bin"
-LEGACY = DATA / "legacy.bin"
-LEGACY_FORMAT = DATA / "parametrized_legacy_format.bin"
-
 not_as_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
                                  reason="root writes anywhere")
-
-
-def run(capsys, *argv):
-    code = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.out + captured.err
-    return code, captured.out
-
-
-def lines_about(out, path):
-    return [line for line in out.splitlines() if line.startswith(f"{path}: ")]
-
-
-def copy_of(folder, source=PARAMETRIZED, name=None):
-    target = folder / (name or source.name)
-    shutil.copyfile(source, target)
-    return target
 
 
 def snapshot(path):

@@ -7,22 +7,16 @@ Nothing here imports torch, and no pickle is ever loaded in the test process: th
 import json
 import os
 import random
-import shutil
 import struct
 import subprocess
 import sys
 import warnings
 import zipfile
-from pathlib import Path
 
 import pytest
-
+from helpers import LEGACY_FORMAT, PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import scan
-from pth_legacy_keys.cli import main
 
-DATA = Path(__file__).parent / "data"
-PARAMETRIZED = DATA / "parametrized.bin"
-LEGACY_FORMAT = DATA / "parametrized_legacy_format.bin"
 PREFIX = "parametrized/"
 LFS_POINTER = (
     "version https://git-lfs.github.com/spec/v1\n"
@@ -32,18 +26,6 @@ LFS_POINTER = (
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def run(capsys, *argv):
-    """Run the CLI; return (exit code, stdout), insisting nothing leaked a traceback."""
-    code = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.out + captured.err
-    return code, captured.out
-
-
-def lines_about(out, path):
-    return [line for line in out.splitlines() if line.startswith(f"{path}: ")]
 
 
 def assert_rejected(capsys, path, status, reason, *options):
@@ -60,7 +42,6 @@ def assert_rejected(capsys, path, status, reason, *options):
         else:
             assert path.read_bytes() == before
 
-
 def fixture_records(source=PARAMETRIZED):
     with zipfile.ZipFile(source) as archive:
         return [(info.filename, archive.read(info)) for info in archive.infolist()]
@@ -73,12 +54,6 @@ def write_zip(path, records, compression=zipfile.ZIP_STORED):
             for name, data in records:
                 archive.writestr(name, data)
     return path
-
-
-def copy_of(tmp_path, source=PARAMETRIZED, name=None):
-    target = tmp_path / (name or source.name)
-    shutil.copyfile(source, target)
-    return target
 
 
 def central_entry(data, name):

@@ -8,9 +8,8 @@ import pytest
 pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load real checkpoints")
 
 import rvc_model  # noqa: E402
-from torch_helpers import assert_bit_equal, assert_same_tree, load, load_every_way, records, torch
-
 from pth_legacy_keys.cli import main
+from torch_helpers import assert_bit_equal, assert_same_tree, load, load_every_way, records, torch
 
 
 @pytest.fixture

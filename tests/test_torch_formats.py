@@ -12,10 +12,9 @@ import pytest
 pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load real checkpoints")
 
 import rvc_model  # noqa: E402
-from torch_helpers import assert_bit_equal, assert_same_tree, load, load_every_way, torch
-
 from pth_legacy_keys import fix, scan
 from pth_legacy_keys.cli import main
+from torch_helpers import assert_bit_equal, assert_same_tree, load, load_every_way, torch
 
 nn = torch.nn
 parametrize = nn.utils.parametrize
@@ -138,7 +137,8 @@ def test_tensors_of_every_rebuild_kind_pass_untouched(tmp_path):
     parametrized, _ = same_seed_pair(lambda: nn.Conv1d(2, 4, 3))
     base = torch.arange(12.0)
     extra = {
-        "f8": torch.ones(3, dtype=torch.float8_e4m3fn), "u16": torch.tensor([1, 2, 3], dtype=torch.int32).to(torch.uint16),
+        "f8": torch.ones(3, dtype=torch.float8_e4m3fn),
+        "u16": torch.tensor([1, 2, 3], dtype=torch.int32).to(torch.uint16),
         "flag": torch.tensor([True, False]), "i8": torch.tensor([-3], dtype=torch.int8),
         "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 3), "view_a": base[2:5], "view_b": base[::3],
     }

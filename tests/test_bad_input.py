@@ -4,6 +4,7 @@ Nothing here imports torch, and no pickle is ever loaded in the test process: th
 `pickle.loads` that proves a payload is live runs in a subprocess.
 """
 
+import io
 import json
 import os
 import random
@@ -255,7 +256,35 @@ def flip_key_byte(data):
     return data[:at] + b"P" + data[at + 1:]
 
 
+def header_offset(data, name):
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return archive.getinfo(name).header_offset
+
+
+def overlapping_records(data):
+    """data/1's directory entry points into data/0's local header: two records share bytes."""
+    inside_data_0 = header_offset(data, PREFIX + "data/0") + 40
+    return patched_central_entry(data, PREFIX + "data/1", 42, "<I", lambda _: inside_data_0)
+
+
+def swapped_records(data):
+    """data/0 and data/1 trade places in the directory only: it no longer matches the file's order."""
+    first, second = header_offset(data, PREFIX + "data/0"), header_offset(data, PREFIX + "data/1")
+    data = patched_central_entry(data, PREFIX + "data/0", 42, "<I", lambda _: second)
+    return patched_central_entry(data, PREFIX + "data/1", 42, "<I", lambda _: first)
+
+
+def renamed_local_header(data):
+    """The pickle's local header names another record than the central directory does."""
+    at = 30 + len(PREFIX)
+    assert data[at:at + 8] == b"data.pkl"
+    return data[:at] + b"D" + data[at + 1:]
+
+
 ZIP_DAMAGE = {
+    "overlapping-records": (overlapping_records, "overlaps what follows it"),
+    "records-out-of-directory-order": (swapped_records, "not in the order of its central directory"),
+    "local-header-name-differs": (renamed_local_header, "local header of 'parametrized/data.pkl' disagrees"),
     "bad-crc-in-central-directory": (
         lambda data: patched_central_entry(data, PREFIX + "data.pkl", 16, "<I", lambda crc: crc ^ 1),
         "CRC does not match"),

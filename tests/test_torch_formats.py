@@ -261,3 +261,12 @@ def sha256_of(path):
         for chunk in iter(lambda: f.read(1 << 24), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def test_torchscript_archive_is_skipped_with_its_reason(tmp_path, capsys):
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(new_weight_norm(nn.Conv1d(2, 2, 1)).eval()), path)
+    before = path.read_bytes()
+    assert main(["fix", "-v", str(path)]) == 0
+    assert f"{path}: skipped: a TorchScript archive (torch.jit.save)" in capsys.readouterr().out
+    assert path.read_bytes() == before

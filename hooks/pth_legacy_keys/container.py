@@ -42,14 +42,16 @@ SNIFF_BYTES = 4096
 class Record:
     """One zip record, as the central directory describes it."""
 
-    __slots__ = ("name", "header_offset", "size", "crc", "flags", "data_offset")
+    __slots__ = ("name", "header_offset", "size", "crc", "flags", "method", "compressed_size", "data_offset")
 
-    def __init__(self, name, header_offset, size, crc, flags):
+    def __init__(self, name, header_offset, size, crc, flags, method=0, compressed_size=None):
         self.name = name
         self.header_offset = header_offset
         self.size = size
         self.crc = crc
         self.flags = flags
+        self.method = method
+        self.compressed_size = size if compressed_size is None else compressed_size
         self.data_offset = -1  # known once the local header has been read
 
 
@@ -130,6 +132,14 @@ def _read_zip(f, path, file_size, locate_all_records):
     for record in records:
         if not KNOWN_RECORD.fullmatch(record.name[len(prefix):]):
             raise Refused(f"the archive holds an unexpected record '{record.name}'")
+        if record.method != 0:
+            raise Refused(f"record '{record.name}' is compressed (method {record.method}); "
+                          "torch.save stores every record")
+        if record.flags & ~ALLOWED_FLAGS:
+            raise Refused(f"record '{record.name}' has flag bits 0x{record.flags & ~ALLOWED_FLAGS:04x} set "
+                          "(encrypted or patched data)")
+        if record.compressed_size != record.size:
+            raise CheckpointError(f"record '{record.name}' has two different sizes")
     _check_layout(records, end_of_records)
 
     next_starts = dict(zip(map(id, records), [r.header_offset for r in records[1:]] + [end_of_records]))
@@ -217,17 +227,10 @@ def _parse_central_directory(cd, count):
         except UnicodeDecodeError:
             raise Refused("a record name is not UTF-8") from None
         size, compressed, offset = _apply_zip64_extra(extra, size, compressed, offset)
-        if method != 0:
-            raise Refused(f"record '{name}' is compressed (method {method}); torch.save stores every record")
-        if flags & ~ALLOWED_FLAGS:
-            raise Refused(f"record '{name}' has flag bits 0x{flags & ~ALLOWED_FLAGS:04x} set "
-                          "(encrypted or patched data)")
-        if compressed != size:
-            raise CheckpointError(f"record '{name}' has two different sizes")
         if name in names:
             raise Refused(f"the archive has two records named '{name}'")
         names.add(name)
-        records.append(Record(name, offset, size, crc, flags))
+        records.append(Record(name, offset, size, crc, flags, method, compressed))
     if pos != len(cd):
         raise Refused("the central directory holds more than its records")
     return records

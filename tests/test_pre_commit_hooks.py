@@ -1,0 +1,297 @@
+"""The hooks as users get them: the manifest, its file patterns, and real commits under pre-commit and prek.
+
+The end-to-end tests build the hook repository from this checkout (a commit of its current
+files), point a model repository's .pre-commit-config.yaml at it, and run `git commit` with the
+hook installed, so pre-commit and prek install the hook environment themselves, from PyPI.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import LEGACY, PARAMETRIZED, copy_of, run
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = ROOT / ".pre-commit-hooks.yaml"
+HOOK_IDS = ["check-pth-legacy-keys", "fix-pth-legacy-keys"]
+PRE_COMMIT_CI_ENVIRONMENT_CAP = 250 * 2 ** 20
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+def runner_command(name):
+    """How to start pre-commit or prek from this test environment, or None."""
+    if name == "pre-commit":
+        found = subprocess.run([sys.executable, "-m", "pre_commit", "--version"], capture_output=True)
+        return [sys.executable, "-m", "pre_commit"] if found.returncode == 0 else None
+    beside_python = shutil.which("prek", path=os.path.dirname(sys.executable))
+    found = beside_python or shutil.which("prek")
+    return [found] if found else None
+
+
+def require_runner(name):
+    command = runner_command(name)
+    if command is None:
+        pytest.skip(f"{name} is not installed: `pip install -e '.[test]'` installs it from PyPI")
+    return command
+
+
+def manifest():
+    yaml = pytest.importorskip("yaml", reason="pyyaml comes with the test extra: pip install -e '.[test]'")
+    return {hook["id"]: hook for hook in yaml.safe_load(MANIFEST.read_text())}
+
+
+# -- the manifest --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("runner", ["pre-commit", "prek"])
+def test_manifest_is_valid(runner):
+    result = subprocess.run(require_runner(runner) + ["validate-manifest", str(MANIFEST)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_manifest_declares_both_hooks_with_the_mode_in_the_entry():
+    hooks = manifest()
+    assert list(hooks) == HOOK_IDS
+    assert hooks["check-pth-legacy-keys"]["entry"] == "pth-legacy-keys check"
+    assert hooks["fix-pth-legacy-keys"]["entry"] == "pth-legacy-keys fix"
+    for hook in hooks.values():
+        assert hook["language"] == "python"
+        assert hook["types"] == ["file"]  # not binary: an LFS pointer is text and must be reported
+        assert hook["stages"] == ["pre-commit", "pre-merge-commit", "pre-push", "manual"]
+        assert hook["minimum_pre_commit_version"] == "3.2.0"
+        assert hook["description"]
+
+
+def test_args_cannot_turn_a_check_into_a_fix(tmp_path, capsys):
+    """pre-commit appends args and file names to `entry`: a stray `fix` is only a missing file."""
+    path = copy_of(tmp_path, PARAMETRIZED, "voice.pth")
+    before = path.read_bytes()
+    code, out = run(capsys, "check", "fix", path)
+    assert code == 2 and "fix: error: no such file" in out
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("name, matches", [
+    ("voice.pth", True), ("G_2333.PTH", True), ("model.pt", True), ("last.ckpt", True),
+    ("models/deep/D_1.Pth", True), ("easy-install.pth", True),
+    ("model.safetensors", False), ("notes.txt", False), ("voice.pth.bak", False), ("pth", False),
+])
+def test_hook_files_pattern(name, matches):
+    for hook in manifest().values():
+        assert bool(re.search(hook["files"], name)) is matches
+
+
+@pytest.mark.parametrize("content", [PARAMETRIZED.read_bytes(), b"version https://git-lfs.github.com/spec/v1\n"
+                                     b"oid sha256:" + b"0" * 64 + b"\nsize 3\n", b"./src\n"])
+def test_hook_types_select_binary_checkpoints_and_text_pointers_alike(tmp_path, content):
+    identify = pytest.importorskip("identify.identify", reason="identify comes with pre-commit")
+    path = tmp_path / "voice.pth"
+    path.write_bytes(content)
+    tags = identify.tags_from_path(str(path))
+    for hook in manifest().values():
+        assert set(hook["types"]) <= tags
+
+
+def test_path_configuration_file_matches_but_is_skipped_by_content(tmp_path, capsys):
+    path = tmp_path / "easy-install.pth"
+    path.write_text("./setuptools-80.0-py3.egg\nimport sys; sys.__plen = len(sys.path)\n")
+    assert re.search(manifest()["check-pth-legacy-keys"]["files"], path.name)
+    code, out = run(capsys, "check", "-v", path)
+    assert code == 0
+    assert f"{path}: skipped: a Python path-configuration file" in out
+
+
+def test_readme_mentions_every_hook_id():
+    readme = (ROOT / "README.md").read_text()
+    for hook_id in manifest():
+        assert hook_id in readme
+
+
+# -- end to end: git commit with the hooks installed -----------------------------------------
+
+
+def git(*args, cwd, env=None, check=True):
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, **GIT_IDENTITY, **(env or {})})
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def hook_repository(tmp_path_factory):
+    """This checkout's current files, committed in a repository of their own."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             cwd=ROOT, capture_output=True)
+    if listing.returncode != 0:
+        pytest.skip("the hook repository is built from a git checkout of pth-legacy-keys")
+    repository = tmp_path_factory.mktemp("hook-repository")
+    for name in filter(None, listing.stdout.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (repository / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repository / name)
+    git("init", "-q", cwd=repository)
+    git("add", "-A", cwd=repository)
+    git("commit", "-q", "-m", "hooks under test", cwd=repository)
+    return repository, git("rev-parse", "HEAD", cwd=repository).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def runner_homes(tmp_path_factory):
+    """Where pre-commit and prek keep their hook environments: fresh for this test session."""
+    home = tmp_path_factory.mktemp("runner-homes")
+    return {"PRE_COMMIT_HOME": str(home / "pre-commit"), "PREK_HOME": str(home / "prek")}
+
+
+def model_repository(path, hook_repository, hook_id, runner, homes):
+    repository, sha = hook_repository
+    path.mkdir()
+    git("init", "-q", cwd=path)
+    (path / ".pre-commit-config.yaml").write_text(
+        f"repos:\n  - repo: {repository}\n    rev: {sha}\n    hooks:\n      - id: {hook_id}\n")
+    installed = subprocess.run(require_runner(runner) + ["install"], cwd=path, capture_output=True,
+                               text=True, env={**os.environ, **homes})
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    git("add", ".pre-commit-config.yaml", cwd=path)
+    return path
+
+
+def commit(path, homes, message="add model"):
+    return git("commit", "-m", message, cwd=path, env=homes, check=False)
+
+
+@pytest.fixture
+def torch_models():
+    pytest.importorskip("torch", reason="torch==2.13.0 makes the RVC models and loads the results")
+    import rvc_model
+    import torch
+
+    def save(path, parametrized):
+        torch.save(rvc_model.rvc_inference_file(rvc_model.build(parametrized=parametrized)), path)
+        return path
+
+    def loads_strictly_in_legacy_code(path):
+        model = rvc_model.inference_model(parametrized=False)
+        result = model.load_state_dict(torch.load(path, weights_only=True)["weight"], strict=True)
+        return result.missing_keys == [] and result.unexpected_keys == []
+
+    save.loads_strictly_in_legacy_code = loads_strictly_in_legacy_code
+    return save
+
+
+RUNNERS = ["pre-commit", "prek"]
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_commit_of_parametrized_model_is_blocked(runner, tmp_path, hook_repository, runner_homes, torch_models):
+    repo = model_repository(tmp_path / "voices", hook_repository, "check-pth-legacy-keys", runner, runner_homes)
+    model = torch_models(repo / "voice.pth", parametrized=True)
+    before = model.read_bytes()
+    git("add", "voice.pth", cwd=repo)
+    result = commit(repo, runner_homes)
+    assert result.returncode != 0
+    assert "voice.pth: 48 parametrized weight-norm keys in 24 modules" in result.stdout + result.stderr
+    assert git("rev-list", "--all", cwd=repo).stdout == ""  # nothing was committed
+    assert model.read_bytes() == before
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_fix_hook_rewrites_then_the_re_added_model_commits(runner, tmp_path, hook_repository, runner_homes,
+                                                          torch_models):
+    repo = model_repository(tmp_path / "voices", hook_repository, "fix-pth-legacy-keys", runner, runner_homes)
+    model = torch_models(repo / "voice.pth", parametrized=True)
+    git("add", "voice.pth", cwd=repo)
+    result = commit(repo, runner_homes)
+    assert result.returncode != 0  # files were modified by the hook
+    assert "voice.pth: fixed: renamed 48 keys to legacy names" in result.stdout + result.stderr
+    assert git("status", "--porcelain", "voice.pth", cwd=repo).stdout == "AM voice.pth\n"
+    assert torch_models.loads_strictly_in_legacy_code(model)
+    git("add", "voice.pth", cwd=repo)
+    assert commit(repo, runner_homes).returncode == 0
+    assert git("status", "--porcelain", cwd=repo).stdout == ""
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_legacy_model_passes_both_hooks_untouched(runner, tmp_path, hook_repository, runner_homes,
+                                                  torch_models):
+    for hook_id in HOOK_IDS:
+        repo = model_repository(tmp_path / hook_id, hook_repository, hook_id, runner, runner_homes)
+        model = torch_models(repo / "voice.pth", parametrized=False)
+        os.utime(model, ns=(1_600_000_000_000_000_000,) * 2)
+        before = model.read_bytes()
+        git("add", "voice.pth", cwd=repo)
+        result = commit(repo, runner_homes)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert model.read_bytes() == before
+        assert os.stat(model).st_mtime_ns == 1_600_000_000_000_000_000
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_hook_environment_is_small_and_torch_free(runner, tmp_path, hook_repository, runner_homes):
+    """Measured on a cold home: what pre-commit.ci would install (it caps an environment at 250 MiB)."""
+    home_variable = "PRE_COMMIT_HOME" if runner == "pre-commit" else "PREK_HOME"
+    cold = {home_variable: str(tmp_path / "cold-home")}
+    repo = model_repository(tmp_path / "voices", hook_repository, "check-pth-legacy-keys", runner, cold)
+    copy_of(repo, LEGACY, "voice.pth")
+    git("add", "voice.pth", cwd=repo)
+    started = time.monotonic()
+    result = subprocess.run(require_runner(runner) + ["run", "--all-files"], cwd=repo, capture_output=True,
+                            text=True, env={**os.environ, **cold})
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Passed" in result.stdout  # the hook ran on the file, in an environment it built
+    environments = [p for p in Path(cold[home_variable]).rglob("pyvenv.cfg")]
+    assert environments, "no hook environment was created"
+    for environment in environments:
+        size = sum(f.stat().st_size for f in environment.parent.rglob("*") if f.is_file())
+        assert size < PRE_COMMIT_CI_ENVIRONMENT_CAP
+        assert not list(environment.parent.rglob("torch/__init__.py"))
+        print(f"{runner}: cold install and run {seconds:.1f} s, environment {size / 2 ** 20:.1f} MiB")
+
+
+# -- Git LFS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def git_lfs():
+    if subprocess.run(["git", "lfs", "version"], capture_output=True).returncode != 0:
+        if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+            subprocess.run(["apt-get", "install", "-y", "-q", "git-lfs"], capture_output=True,
+                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if subprocess.run(["git", "lfs", "version"], capture_output=True).returncode != 0:
+            pytest.skip("git-lfs is not installed and could not be installed (Debian package git-lfs)")
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_lfs_tracked_model_is_checked_by_content_and_a_pointer_fails(runner, tmp_path, hook_repository,
+                                                                      runner_homes, git_lfs, torch_models):
+    repo = model_repository(tmp_path / "voices", hook_repository, "check-pth-legacy-keys", runner, runner_homes)
+    git("lfs", "install", "--local", cwd=repo)
+    git("lfs", "track", "*.pth", cwd=repo)
+    git("add", ".gitattributes", cwd=repo)
+    torch_models(repo / "voice.pth", parametrized=True)
+    git("add", "voice.pth", cwd=repo)
+    assert "pointer" not in (repo / "voice.pth").read_text(errors="replace")[:100]
+    blocked = commit(repo, runner_homes)
+    assert blocked.returncode != 0
+    assert "voice.pth: 48 parametrized weight-norm keys" in blocked.stdout + blocked.stderr
+
+    torch_models(repo / "voice.pth", parametrized=False)
+    git("add", "voice.pth", cwd=repo)
+    assert commit(repo, runner_homes).returncode == 0
+    assert git("lfs", "ls-files", cwd=repo).stdout.strip().endswith("voice.pth")
+
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(repo), str(clone), cwd=tmp_path, env={"GIT_LFS_SKIP_SMUDGE": "1"})
+    assert (clone / "voice.pth").read_bytes().startswith(b"version https://git-lfs.github.com/spec/v1")
+    result = subprocess.run(require_runner(runner) + ["run", "--all-files"], cwd=clone, capture_output=True,
+                            text=True, env={**os.environ, **runner_homes})
+    assert result.returncode != 0
+    assert "voice.pth: not checked: Git LFS pointer; fetch the real file (git lfs pull)" in result.stdout

@@ -1,5 +1,6 @@
 """The command line as a user drives it: paths, discovery, output, exit codes."""
 
+import io
 import json
 import os
 import subprocess
@@ -149,3 +150,69 @@ def test_version_help_and_module_entry_point(fixture_copy):
     helped = subprocess.run([sys.executable, "-m", "pth_legacy_keys", "fix", "--help"],
                             capture_output=True, text=True)
     assert "exit codes" in helped.stdout and "--lfs-pointers" in helped.stdout
+
+
+def test_files_from_a_list_and_from_standard_input(fixture_copy, tmp_path, monkeypatch, capsys):
+    first = fixture_copy("parametrized.bin", "a.pth")
+    second = fixture_copy("legacy.bin", "b.pth")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{first}\n\n{second}\n")
+    assert main(["check", "-v", "--files-from", str(listing)]) == 1
+    out = capsys.readouterr().out
+    assert f"{first}: 4 parametrized" in out and f"{second}: ok" in out
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{second}\n"))
+    assert main(["check", "--files-from", "-"]) == 0
+    assert capsys.readouterr().out == "checked 1 file: 1 ok\n"
+
+
+def test_an_empty_files_from_list_examines_nothing(tmp_path, fixture_copy, monkeypatch, capsys):
+    fixture_copy("parametrized.bin", "a.pth")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.txt").write_text("\n")
+    assert main(["check", "--files-from", "empty.txt"]) == 0
+    assert capsys.readouterr().out == "checked 0 files\n"
+
+
+def test_globs_are_expanded_when_no_file_has_that_name(fixture_copy, tmp_path, monkeypatch, capsys):
+    fixture_copy("parametrized.bin", "models/v1/a.pth")
+    fixture_copy("parametrized.bin", "models/v2/deep/b.pth")
+    fixture_copy("parametrized.bin", "models/v2/c.bin")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "-v", "models/**/*.pth"]) == 1
+    examined = [line.split(": ")[0] for line in capsys.readouterr().out.splitlines()
+                if not line.startswith((" ", "checked"))]
+    assert examined == [os.path.join("models", "v1", "a.pth"), os.path.join("models", "v2", "deep", "b.pth")]
+
+
+def test_changed_since_keeps_only_files_changed_after_a_revision(fixture_copy, tmp_path, monkeypatch, capsys):
+    git("init", "-q", "-b", "main", cwd=tmp_path)
+    fixture_copy("parametrized.bin", "old.pth")
+    git("add", "old.pth", cwd=tmp_path)
+    git("commit", "-q", "-m", "base", cwd=tmp_path)
+    git("checkout", "-q", "-b", "topic", cwd=tmp_path)
+    fixture_copy("parametrized.bin", "new.pth")
+    git("add", "new.pth", cwd=tmp_path)
+    git("commit", "-q", "-m", "topic", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "--changed-since", "main"]) == 1
+    out = capsys.readouterr().out
+    assert "new.pth: 4 parametrized" in out and "old.pth" not in out
+    assert main(["check", "--changed-since", "no-such-revision"]) == 2
+    assert "cannot list the files changed since no-such-revision" in capsys.readouterr().err
+
+
+def test_report_file_holds_the_json_document(fixture_copy, tmp_path, capsys):
+    path = fixture_copy("parametrized.bin")
+    report = tmp_path / "report.json"
+    assert main(["check", "--report", str(report), str(path)]) == 1
+    assert capsys.readouterr().out.startswith(f"{path}: 4 parametrized")
+    document = json.loads(report.read_text())
+    assert document["files"][0]["path"] == str(path) and document["files"][0]["status"] == "needs-fix"
+
+
+def test_control_characters_in_file_names_are_spelled_out(fixture_copy, capsys):
+    path = fixture_copy("parametrized.bin", "evil\n::error::x.pth")
+    assert main(["check", str(path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(str(path).replace("\n", "\\n") + ": 4 parametrized")
+    assert len(lines) == 2

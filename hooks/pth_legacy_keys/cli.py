@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from . import __version__
-from .discover import collect
+from .discover import DiscoveryError, collect, read_path_list
 from .engine import LFS_POINTER_CHOICES, fix, scan
 from .rename import DIRECTIONS, LEGACY
 from .report import exit_code, render_json, render_text
@@ -35,12 +35,19 @@ def build_parser():
         command = commands.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
                                       formatter_class=argparse.RawDescriptionHelpFormatter)
         command.add_argument("paths", nargs="*", metavar="PATH",
-                             help="files (any name) or folders (walked for *.pth, *.pt, *.ckpt); "
+                             help="files (any name), folders (walked for *.pth, *.pt, *.ckpt) or globs; "
                                   "default: the tracked checkpoints of the current git repository")
+        command.add_argument("--files-from", metavar="FILE",
+                             help="more PATHs, one per line, from FILE (- for standard input)")
+        command.add_argument("--changed-since", metavar="REV",
+                             help="only the files changed between REV and HEAD (as git diff REV...HEAD)")
         command.add_argument("--to", choices=DIRECTIONS, default=LEGACY,
                              help="the key names to keep (default: %(default)s)")
-        command.add_argument("--output", choices=("text", "json"), default="text",
-                             help="text lines, or one JSON document on stdout (default: %(default)s)")
+        command.add_argument("--output", choices=("text", "json", "github"), default="text",
+                             help="text lines; one JSON document; or GitHub Actions annotations, job "
+                                  "summary and step outputs (default: %(default)s)")
+        command.add_argument("--report", metavar="FILE",
+                             help="also write the JSON document to FILE")
         command.add_argument("--lfs-pointers", choices=LFS_POINTER_CHOICES, default="error",
                              help="a Git LFS pointer instead of a checkpoint: fail (exit 2) or warn "
                                   "(default: %(default)s)")
@@ -55,9 +62,32 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     examine = scan if args.command == "check" else fix
-    reports = [examine(path, args.to, lfs_pointers=args.lfs_pointers) for path in collect(args.paths)]
+    try:
+        paths = list(args.paths) + (read_path_list(args.files_from) if args.files_from else [])
+        if args.files_from and not paths:
+            files = []  # an empty list means nothing to examine, not "the whole repository"
+        else:
+            files = collect(paths, changed_since=args.changed_since)
+    except DiscoveryError as exc:
+        print(f"pth-legacy-keys: {exc}", file=sys.stderr)
+        return 2
+    reports = [examine(path, args.to, lfs_pointers=args.lfs_pointers) for path in files]
+    document = None
+    if args.report or args.output == "json":
+        document = render_json(args.command, args.to, reports, __version__)
+    if args.report:
+        try:
+            with open(args.report, "w", encoding="utf-8") as f:
+                f.write(document + "\n")
+        except OSError as exc:
+            print(f"pth-legacy-keys: cannot write the report {args.report}: {exc.strerror}", file=sys.stderr)
+            return 2
     if args.output == "json":
-        print(render_json(args.command, args.to, reports, __version__))
+        print(document)
+    elif args.output == "github":
+        from .github import publish
+
+        print(publish(args.command, args.to, reports, args.report))
     else:
         text = render_text(args.command, reports, args.verbosity)
         if text:

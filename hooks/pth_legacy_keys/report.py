@@ -18,6 +18,13 @@ STATUS_EXIT_CODES = {
 KIND = {"legacy": "parametrized", "parametrized": "legacy"}  # the key kind each direction renames
 
 
+def printable(text):
+    """`text` with control characters spelled out, so that a file name is always one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class FileReport:
     """What `scan` or `fix` found in one file."""
 
@@ -43,34 +50,38 @@ class FileReport:
 
     def line(self):
         """The one line shown for this file."""
+        return f"{printable(self.path)}: {printable(self.verdict())}"
+
+    def verdict(self):
+        """What the line says after the file's name."""
         if self.status == "needs-fix":
             noun = "key" if len(self.renames) == 1 else "keys"
             modules = "module" if self.modules == 1 else "modules"
-            return (f"{self.path}: {len(self.renames)} {KIND[self.to]} weight-norm {noun} in "
+            return (f"{len(self.renames)} {KIND[self.to]} weight-norm {noun} in "
                     f"{self.modules} {modules} (e.g. {self.renames[0].old})")
         if self.status == "fixed":
             noun = "key" if len(self.renames) == 1 else "keys"
-            return f"{self.path}: fixed: renamed {len(self.renames)} {noun} to {self.to} names"
+            return f"fixed: renamed {len(self.renames)} {noun} to {self.to} names"
         if self.status == "cannot-convert":
             first = self.problems[0]
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-            return (f"{self.path}: cannot convert {first.module}: {first.reason}{more}; "
+            return (f"cannot convert {first.module}: {first.reason}{more}; "
                     "nothing was changed")
         if self.status == "ok":
-            return f"{self.path}: ok ({self.to} names)"
+            return f"ok ({self.to} names)"
         if self.status == "refused":
-            return f"{self.path}: refused: {self.reason}; nothing was changed"
+            return f"refused: {self.reason}; nothing was changed"
         if self.status == "skipped":
-            return f"{self.path}: {'warning' if self.lfs_pointer else 'skipped'}: {self.reason}"
+            return f"{'warning' if self.lfs_pointer else 'skipped'}: {self.reason}"
         if self.status == "not-checked":
-            return f"{self.path}: {self.reason}"
-        return f"{self.path}: error: {self.reason}"
+            return self.reason
+        return f"error: {self.reason}"
 
     def details(self):
         """The extra lines `-v` shows: every rename and every problem."""
         lines = [f"    {r.where or '<top>'}: {r.old} -> {r.new}" for r in self.renames + self.param_names]
         lines += [f"    cannot convert {p.where or '<top>'}: {p.module}: {p.reason}" for p in self.problems]
-        return lines
+        return [printable(line) for line in lines]
 
     def to_json(self):
         return {

@@ -1,0 +1,119 @@
+"""`--output github`: workflow-command annotations, a job summary and step outputs.
+
+Every file name and key comes from a contributor, so everything written to the log is
+escaped as workflow-command data or properties: a name cannot start a command of its own.
+"""
+
+import os
+import shlex
+import uuid
+
+from .report import KIND, printable, summary
+
+MAX_ANNOTATIONS = 10  # GitHub shows at most this many of one kind per step
+NEEDS_ATTENTION = ("needs-fix", "cannot-convert", "refused", "error", "not-checked")
+LFS_HINT = ("this is a Git LFS pointer, not the checkpoint: check out with `lfs: true` "
+            "(actions/checkout) so that the real file is examined")
+
+
+def escape_data(text):
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text):
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def publish(command, to, reports, report_path=None, environ=os.environ):
+    """Return the log text; append the summary and the outputs where GitHub asks for them."""
+    lines = _annotations(reports) + [escape_data(summary(command, reports))]
+    summary_file = environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file:
+        with open(summary_file, "a", encoding="utf-8") as f:
+            f.write(job_summary(command, to, reports))
+    output_file = environ.get("GITHUB_OUTPUT")
+    if output_file:
+        with open(output_file, "a", encoding="utf-8") as f:
+            f.write(_step_outputs(reports, report_path))
+    return "\n".join(lines)
+
+
+def _annotation(report):
+    """(kind, title, message) for one file, or None when it needs no annotation."""
+    if report.status == "needs-fix":
+        return ("error", f"{KIND[report.to]} weight-norm keys",
+                f"{report.verdict()}; older loaders ignore these keys without an error. "
+                f"Fix: pth-legacy-keys fix {report.path}")
+    if report.status == "not-checked":
+        return "error", "Git LFS pointer, not checked", LFS_HINT
+    if report.lfs_pointer:
+        return "warning", "Git LFS pointer, not checked", LFS_HINT
+    if report.status in NEEDS_ATTENTION:
+        titles = {"cannot-convert": "cannot convert", "refused": "refused", "error": "unreadable"}
+        return "error", f"checkpoint {titles[report.status]}", report.verdict()
+    if report.status == "skipped":
+        return "warning", "not a checkpoint", report.reason
+    if report.status == "fixed":
+        return "notice", "fixed", report.verdict()
+    return None
+
+
+def _annotations(reports):
+    by_kind = {"error": [], "warning": [], "notice": []}
+    for report in reports:
+        found = _annotation(report)
+        if found:
+            kind, title, message = found
+            by_kind[kind].append(f"::{kind} file={escape_property(report.path)},"
+                                 f"title={escape_property(title)}::{escape_data(message)}")
+    lines = []
+    for kind, annotations in by_kind.items():
+        if len(annotations) > MAX_ANNOTATIONS:
+            more = len(annotations) - (MAX_ANNOTATIONS - 1)
+            annotations = annotations[:MAX_ANNOTATIONS - 1] + [
+                f"::{kind} title=pth-legacy-keys::{more} more files; the job summary lists every file"]
+        lines.extend(annotations)
+    return lines
+
+
+def escape_markdown(text):
+    text = printable(text)
+    return "".join("\\" + c if c in "\\`*_[]<>|~&" else c for c in text)
+
+
+def job_summary(command, to, reports):
+    rows = ["| File | Status | Keys | Example key |", "|---|---|---|---|"]
+    for report in reports:
+        status = report.status if not report.reason else f"{report.status}: {report.reason}"
+        if report.problems:
+            status += f": {report.problems[0].module}: {report.problems[0].reason}"
+        keys = str(len(report.renames)) if report.renames else ""
+        example = report.renames[0].old if report.renames else ""
+        rows.append(f"| {escape_markdown(report.path)} | {escape_markdown(status)} | {keys} "
+                    f"| {escape_markdown(example)} |")
+    to_fix = [report.path for report in reports if report.status == "needs-fix"]
+    parts = [f"### pth-legacy-keys {command} ({to} names)", "", *rows, "",
+             f"**{escape_markdown(summary(command, reports))}**", ""]
+    if to_fix:
+        direction = "" if to == "legacy" else " --to parametrized"
+        fix_command = f"pth-legacy-keys fix{direction} " + " ".join(shlex.quote(printable(p)) for p in to_fix)
+        parts += [
+            "To fix them locally, install pth-legacy-keys and run:", "", "```sh", fix_command, "```", "",
+            "or let pre-commit do it on every commit (`.pre-commit-config.yaml`):", "", "```yaml",
+            "repos:", "  - repo: https://github.com/OWNER/pth-legacy-keys", "    rev: v0.1.0",
+            "    hooks:", "      - id: fix-pth-legacy-keys" + (f"\n        args: [--to, {to}]" if direction else ""),
+            "```", "",
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def _step_outputs(reports, report_path):
+    offending = [printable(r.path) for r in reports if r.status in NEEDS_ATTENTION]
+    delimiter = f"ghadelimiter_{uuid.uuid4()}"
+    return "".join([
+        f"checked={len(reports)}\n",
+        f"offending={len(offending)}\n",
+        f"offending-files<<{delimiter}\n" + "".join(f"{path}\n" for path in offending) + f"{delimiter}\n",
+        f"modified={'true' if any(r.status == 'fixed' for r in reports) else 'false'}\n",
+        f"report={report_path or ''}\n",
+    ])

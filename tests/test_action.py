@@ -1,0 +1,272 @@
+"""The composite GitHub Action (action.yml), run locally by tests/action_runner.py.
+
+Each test builds a model repository as actions/checkout leaves it for a pull request (the
+merge commit checked out, `origin/main` fetched), then runs the action's steps as GitHub would:
+the tool is pip-installed from the action's folder into a venv in RUNNER_TEMP, then run with
+`--output github`. The annotations, job summary and step outputs are checked as the runner would
+read them.
+"""
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import LEGACY, PARAMETRIZED
+
+yaml = pytest.importorskip("yaml", reason="pyyaml comes with the test extra: pip install -e '.[test]'")
+from action_runner import run_action, runner_lines  # noqa: E402  (needs yaml)
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTION = ROOT / "action.yml"
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
+               b"oid sha256:" + b"4d7a" * 16 + b"\nsize 123\n")
+# A workflow command starts a line, after leading whitespace (the runner trims it).
+COMMAND = re.compile(r"^\s*::([A-Za-z-]+)(?: ([^:]*))?::(.*)$")
+
+
+def git(*args, cwd):
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env={**os.environ, **GIT_IDENTITY})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.decode()
+
+
+def unescape_property(text):
+    for escaped, char in (("%0D", "\r"), ("%0A", "\n"), ("%3A", ":"), ("%2C", ","), ("%25", "%")):
+        text = text.replace(escaped, char)
+    return text
+
+
+def commands(stdout):
+    """The workflow commands the runner would see: (command, {property: value}, message)."""
+    found = []
+    for line in runner_lines(stdout):
+        match = COMMAND.match(line)
+        if match:
+            name, props, message = match.groups()
+            properties = dict(p.split("=", 1) for p in props.split(",")) if props else {}
+            found.append((name, {k: unescape_property(v) for k, v in properties.items()}, message))
+    return found
+
+
+def errors_about(stdout, path):
+    return [message for name, props, message in commands(stdout) if name == "error" and props.get("file") == path]
+
+
+@pytest.fixture(scope="session")
+def action_path(tmp_path_factory):
+    """The action as GitHub downloads it for `uses: OWNER/pth-legacy-keys@ref`: this checkout's files,
+    copied so that pip's build does not write into the working tree."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             cwd=ROOT, capture_output=True)
+    if listing.returncode != 0:
+        return ROOT
+    folder = tmp_path_factory.mktemp("action")
+    for name in filter(None, listing.stdout.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def rvc_parametrized():
+    """An RVC inference file as Applio saves it (torch>=2.1 parametrized weight norm), as bytes."""
+    pytest.importorskip("torch", reason="torch==2.13.0 makes the RVC models and loads the results")
+    import rvc_model
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(rvc_model.rvc_inference_file(rvc_model.build(parametrized=True)), buffer)
+    return buffer.getvalue()
+
+
+class ModelRepository:
+    """main: models/old.pth (legacy) and models/already.pth (parametrized); a pull request adds files.
+
+    Checked out as actions/checkout does for pull_request with fetch-depth: 0: HEAD is the merge
+    commit of the pull request into main, detached, and origin/main exists."""
+
+    def __init__(self, path, pr_files):
+        self.path = path
+        (path / "models").mkdir(parents=True)
+        git("init", "-q", cwd=path)
+        git("symbolic-ref", "HEAD", "refs/heads/main", cwd=path)
+        shutil.copyfile(LEGACY, path / "models/old.pth")
+        shutil.copyfile(PARAMETRIZED, path / "models/already.pth")
+        git("add", "-A", cwd=path)
+        git("commit", "-q", "-m", "base", cwd=path)
+        self.base = git("rev-parse", "HEAD", cwd=path).strip()
+        git("checkout", "-q", "-b", "pr", cwd=path)
+        for name, content in pr_files.items():
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            (path / name).write_bytes(content)
+            git("add", "--", name, cwd=path)
+        git("commit", "-q", "-m", "pull request", cwd=path)
+        git("checkout", "-q", "--detach", "main", cwd=path)
+        git("merge", "-q", "--no-ff", "-m", "Merge pr into main", "pr", cwd=path)
+        git("update-ref", "refs/remotes/origin/main", "main", cwd=path)
+        self.sha = git("rev-parse", "HEAD", cwd=path).strip()
+
+    def snapshot(self):
+        return {p: p.read_bytes() for p in sorted((self.path / "models").iterdir())}
+
+    def status(self):
+        return git("status", "--porcelain", cwd=self.path)
+
+
+@pytest.fixture
+def model_repo(tmp_path, rvc_parametrized):
+    def make(pr_files=None):
+        return ModelRepository(tmp_path / "model-repo", pr_files or {"models/new.pth": rvc_parametrized})
+    return make
+
+
+@pytest.fixture
+def run(tmp_path, action_path):
+    """Run the action on a model repository for a pull request into main (or another event)."""
+    def run_it(repo, event_name="pull_request", event=None, **inputs):
+        pull_request = event_name.startswith("pull_request")
+        if event is None and pull_request:
+            event = {"number": 1, "pull_request": {"base": {"ref": "main", "sha": repo.base}}}
+        return run_action(action_path / "action.yml", inputs=inputs, workspace=repo.path, event_name=event_name,
+                          base_ref="main" if pull_request else "", sha=repo.sha, event=event,
+                          tmp=tmp_path / "runner")
+    return run_it
+
+
+def test_check_changed_only_examines_the_pull_request_files_and_fails(model_repo, run):
+    repo = model_repo()
+    before = repo.snapshot()
+    result = run(repo, mode="check", **{"changed-only": "true"})
+    assert result.exit_code != 0, result.stdout + result.stderr
+    assert result.outputs["checked"] == "1"
+    assert result.outputs["offending"] == "1"
+    assert result.outputs["offending-files"] == "models/new.pth"
+    assert result.outputs["modified"] == "false"
+    assert any(line.startswith("::error file=models/new.pth,title=") for line in runner_lines(result.stdout))
+    assert "48 parametrized weight-norm keys" in errors_about(result.stdout, "models/new.pth")[0]
+    assert not errors_about(result.stdout, "models/already.pth")
+
+    summary = result.summary.splitlines()
+    assert "| File | Status | Keys | Example key |" in summary
+    row = next(line for line in summary if line.startswith("| models/new.pth |"))
+    assert "needs-fix" in row and "| 48 |" in row and "parametrizations.weight.original0" in row
+    assert "pth-legacy-keys fix models/new.pth" in summary
+
+    report = json.loads(Path(result.outputs["report"]).read_text())
+    assert [f["path"] for f in report["files"]] == ["models/new.pth"]
+    assert report["files"][0]["status"] == "needs-fix"
+    assert repo.snapshot() == before and repo.status() == ""
+
+
+def test_check_all_tracked_checkpoints(model_repo, run):
+    repo = model_repo()
+    result = run(repo, mode="check")
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert result.outputs["checked"] == "3"
+    assert result.outputs["offending"] == "2"
+    assert sorted(result.outputs["offending-files"].split("\n")) == ["models/already.pth", "models/new.pth"]
+    assert errors_about(result.stdout, "models/already.pth") and errors_about(result.stdout, "models/new.pth")
+    assert not errors_about(result.stdout, "models/old.pth")
+
+
+def test_fix_changed_only_rewrites_the_new_model_for_legacy_loaders(model_repo, run):
+    torch = pytest.importorskip("torch")
+    import rvc_model
+
+    repo = model_repo()
+    already = (repo.path / "models/already.pth").read_bytes()
+    result = run(repo, mode="fix", **{"changed-only": "true"})
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert result.outputs["modified"] == "true"
+    assert result.outputs["checked"] == "1" and result.outputs["offending"] == "0"
+    model = rvc_model.inference_model(parametrized=False)
+    weights = torch.load(repo.path / "models/new.pth", weights_only=True)["weight"]
+    model.load_state_dict(weights, strict=True)
+    assert (repo.path / "models/already.pth").read_bytes() == already
+    assert repo.status() == " M models/new.pth\n"  # rewritten in the workspace, never committed
+    assert git("rev-parse", "HEAD", cwd=repo.path).strip() == repo.sha
+
+
+def test_hostile_file_names_cannot_forge_workflow_commands(model_repo, run):
+    names = ["models/evil%0A::error::forged.pth", "models/evil\n::error::forged.pth",
+             "models/evil\r::error::forged.pth", "models/comma,title=x::forged.pth"]
+    repo = model_repo({name: PARAMETRIZED.read_bytes() for name in names})
+    result = run(repo, mode="check", **{"changed-only": "true"})
+    assert result.exit_code == 1, result.stdout + result.stderr
+    lines = runner_lines(result.stdout)
+    assert not [line for line in lines if line.lstrip().startswith("::error::forged")]
+    assert any(line.startswith("::error file=models/evil%250A%3A%3Aerror%3A%3Aforged.pth,") for line in lines)
+    # every annotation names exactly one of the real files, and nothing else is a command
+    annotated = [props.get("file") for _, props, _ in commands(result.stdout)]
+    assert sorted(annotated) == sorted(names)
+    assert result.outputs["checked"] == "4" and result.outputs["offending"] == "4"
+    assert len(result.outputs["offending-files"].split("\n")) == 4  # one line per file, whatever its name
+
+
+def test_lfs_pointer_fails_with_a_hint(model_repo, run):
+    repo = model_repo({"models/new.pth": LFS_POINTER})
+    result = run(repo, mode="check", **{"changed-only": "true"})
+    assert result.exit_code != 0, result.stdout + result.stderr
+    messages = errors_about(result.stdout, "models/new.pth")
+    assert messages and "lfs: true" in messages[0]
+    assert result.outputs["offending-files"] == "models/new.pth"
+
+
+def test_annotations_are_capped_and_the_summary_lists_every_file(model_repo, run):
+    names = [f"models/copy{i:02}.pth" for i in range(12)]
+    repo = model_repo({name: PARAMETRIZED.read_bytes() for name in names})
+    result = run(repo, mode="check", **{"changed-only": "true"})
+    assert result.exit_code == 1, result.stdout + result.stderr
+    errors = [line for line in runner_lines(result.stdout) if line.startswith("::error")]
+    assert len(errors) == 10
+    assert all("file=" in line for line in errors[:9])
+    assert "3 more" in errors[-1] and "file=" not in errors[-1]
+    for name in names:
+        assert any(line.startswith(f"| {name} |") for line in result.summary.splitlines())
+    assert result.outputs["offending"] == "12"
+
+
+@pytest.mark.parametrize("before, checked", [("base", "1"), ("0" * 40, "3")])
+def test_push_changed_only_uses_the_event_before(model_repo, run, before, checked):
+    repo = model_repo()
+    event = {"before": repo.base if before == "base" else before, "after": repo.sha}
+    result = run(repo, event_name="push", event=event, mode="check", **{"changed-only": "true"})
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert result.outputs["checked"] == checked
+
+
+def test_paths_input_selects_files_folders_and_globs(model_repo, run):
+    repo = model_repo()
+    result = run(repo, mode="check", paths="models/old.pth\nmodels/a*.pth\n")
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert result.outputs["checked"] == "2"
+    assert result.outputs["offending-files"] == "models/already.pth"
+
+
+def test_action_yml_is_safe_to_run():
+    action = yaml.safe_load(ACTION.read_text())
+    steps = action["runs"]["steps"]
+    assert action["runs"]["using"] == "composite"
+    for step in steps:
+        if "run" in step:
+            assert "${{" not in step["run"], f"{step.get('name')}: an expression in run: is script injection"
+            assert step.get("shell") == "bash", f"{step.get('name')}: a composite run step needs shell: bash"
+        else:
+            assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+
+
+def test_invalid_mode_fails_and_changes_nothing(model_repo, run):
+    repo = model_repo()
+    before = repo.snapshot()
+    result = run(repo, mode="delete")
+    assert result.exit_code != 0
+    assert any(name == "error" and "mode" in message for name, _, message in commands(result.stdout))
+    assert repo.snapshot() == before and repo.status() == ""

@@ -91,7 +91,7 @@ def _not_a_checkpoint(head, file_size):
     if file_size == 0:
         return CheckpointError("empty file")
     if head.startswith(LFS_POINTER_HEAD):
-        return NotACheckpoint("not checked: Git LFS pointer; fetch the real file (git lfs pull)",
+        return NotACheckpoint("Git LFS pointer; fetch the real file (git lfs pull)",
                               is_lfs_pointer=True)
     if file_size <= SNIFF_BYTES and _is_path_configuration(head):
         return NotACheckpoint("a Python path-configuration file (site-packages .pth), not a checkpoint")

@@ -72,9 +72,9 @@ class FileReport:
         if self.status == "refused":
             return f"refused: {self.reason}; nothing was changed"
         if self.status == "skipped":
-            return f"{'warning' if self.lfs_pointer else 'skipped'}: {self.reason}"
+            return f"warning: not checked: {self.reason}" if self.lfs_pointer else f"skipped: {self.reason}"
         if self.status == "not-checked":
-            return self.reason
+            return f"not checked: {self.reason}"
         return f"error: {self.reason}"
 
     def details(self):

@@ -50,7 +50,7 @@ def as_string(value):
 def parse_file_command(text):
     """GITHUB_OUTPUT as the runner parses it: `name=value` lines and `name<<DELIM` ... `DELIM` blocks."""
     values, lines, index = {}, text.split("\n"), 0
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    lines = [line.removesuffix("\r") for line in lines]
     while index < len(lines):
         line = lines[index]
         index += 1
@@ -147,7 +147,8 @@ def run_action(action_yml, *, inputs, workspace, event_name, base_ref="", sha=""
                 env[f"GITHUB_{'STEP_SUMMARY' if name == 'summary' else name.upper()}"] = str(files / name)
             env.update({name: evaluate(value) for name, value in (step.get("env") or {}).items()})
             # Bytes, not text=True: universal newlines would turn a CR into LF and hide what was printed.
-            result = subprocess.run(BASH + [str(files / "script.sh")], cwd=workspace, env=env, capture_output=True)
+            result = subprocess.run(BASH + [str(files / "script.sh")], cwd=workspace, env=env, capture_output=True,
+                                    check=False)
             stdout.append(result.stdout.decode("utf-8", "surrogateescape"))
             stderr.append(result.stderr.decode("utf-8", "surrogateescape"))
             summaries.append((files / "summary").read_text())

@@ -19,7 +19,7 @@ import pytest
 from helpers import LEGACY, PARAMETRIZED
 
 yaml = pytest.importorskip("yaml", reason="pyyaml comes with the test extra: pip install -e '.[test]'")
-from action_runner import run_action, runner_lines  # noqa: E402  (needs yaml)
+from action_runner import parse_file_command, run_action, runner_lines  # noqa: E402 (needs yaml)
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTION = ROOT / "action.yml"
@@ -32,7 +32,8 @@ COMMAND = re.compile(r"^\s*::([A-Za-z-]+)(?: ([^:]*))?::(.*)$")
 
 
 def git(*args, cwd):
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env={**os.environ, **GIT_IDENTITY})
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False,
+                            env={**os.environ, **GIT_IDENTITY})
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.decode()
 
@@ -64,7 +65,7 @@ def action_path(tmp_path_factory):
     """The action as GitHub downloads it for `uses: OWNER/pth-legacy-keys@ref`: this checkout's files,
     copied so that pip's build does not write into the working tree."""
     listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             cwd=ROOT, capture_output=True)
+                             cwd=ROOT, capture_output=True, check=False)
     if listing.returncode != 0:
         return ROOT
     folder = tmp_path_factory.mktemp("action")
@@ -122,9 +123,11 @@ class ModelRepository:
 
 
 @pytest.fixture
-def model_repo(tmp_path, rvc_parametrized):
+def model_repo(tmp_path, request):
     def make(pr_files=None):
-        return ModelRepository(tmp_path / "model-repo", pr_files or {"models/new.pth": rvc_parametrized})
+        if pr_files is None:  # only the default pull request needs torch (an RVC model)
+            pr_files = {"models/new.pth": request.getfixturevalue("rvc_parametrized")}
+        return ModelRepository(tmp_path / "model-repo", pr_files)
     return make
 
 
@@ -195,20 +198,31 @@ def test_fix_changed_only_rewrites_the_new_model_for_legacy_loaders(model_repo, 
     assert git("rev-parse", "HEAD", cwd=repo.path).strip() == repo.sha
 
 
+HOSTILE_NAMES = ["models/evil%0A::error::forged.pth", "models/evil\n::error::forged.pth",
+                 "models/evil\r::error::forged.pth", "models/comma,title=x::forged.pth"]
+
+
 def test_hostile_file_names_cannot_forge_workflow_commands(model_repo, run):
-    names = ["models/evil%0A::error::forged.pth", "models/evil\n::error::forged.pth",
-             "models/evil\r::error::forged.pth", "models/comma,title=x::forged.pth"]
-    repo = model_repo({name: PARAMETRIZED.read_bytes() for name in names})
+    repo = model_repo({name: PARAMETRIZED.read_bytes() for name in HOSTILE_NAMES})
     result = run(repo, mode="check", **{"changed-only": "true"})
     assert result.exit_code == 1, result.stdout + result.stderr
     lines = runner_lines(result.stdout)
     assert not [line for line in lines if line.lstrip().startswith("::error::forged")]
     assert any(line.startswith("::error file=models/evil%250A%3A%3Aerror%3A%3Aforged.pth,") for line in lines)
-    # every annotation names exactly one of the real files, and nothing else is a command
+    # every command the runner sees is an annotation about one of the real files
     annotated = [props.get("file") for _, props, _ in commands(result.stdout)]
-    assert sorted(annotated) == sorted(names)
+    assert annotated and set(annotated) <= set(HOSTILE_NAMES)
+    assert len(annotated) == len(set(annotated))
+    assert len(result.outputs["offending-files"].split("\n")) == int(result.outputs["offending"])
+
+
+def test_file_name_with_a_newline_is_examined_not_skipped(model_repo, run):
+    """Otherwise a pull request hides a parametrized model by putting a newline in its name."""
+    repo = model_repo({name: PARAMETRIZED.read_bytes() for name in HOSTILE_NAMES})
+    result = run(repo, mode="check", **{"changed-only": "true"})
+    annotated = [props.get("file") for _, props, _ in commands(result.stdout)]
+    assert sorted(annotated) == sorted(HOSTILE_NAMES)
     assert result.outputs["checked"] == "4" and result.outputs["offending"] == "4"
-    assert len(result.outputs["offending-files"].split("\n")) == 4  # one line per file, whatever its name
 
 
 def test_lfs_pointer_fails_with_a_hint(model_repo, run):
@@ -251,6 +265,24 @@ def test_paths_input_selects_files_folders_and_globs(model_repo, run):
     assert result.outputs["offending-files"] == "models/already.pth"
 
 
+def test_changed_only_without_the_base_branch_fails_rather_than_passing(model_repo, run):
+    """actions/checkout without fetch-depth: 0 has no origin/main: nothing must pass unexamined."""
+    repo = model_repo()
+    git("update-ref", "-d", "refs/remotes/origin/main", cwd=repo.path)
+    result = run(repo, mode="check", **{"changed-only": "true"})
+    assert result.exit_code == 2
+    assert "origin/main" in result.stdout + result.stderr
+
+
+def test_reverse_direction_annotation_gives_the_reverse_fix_command(model_repo, run):
+    repo = model_repo()
+    result = run(repo, mode="check", to="parametrized", paths="models/old.pth")
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert "pth-legacy-keys fix --to parametrized models/old.pth" in result.summary
+    [message] = errors_about(result.stdout, "models/old.pth")
+    assert "pth-legacy-keys fix --to parametrized models/old.pth" in message
+
+
 def test_action_yml_is_safe_to_run():
     action = yaml.safe_load(ACTION.read_text())
     steps = action["runs"]["steps"]
@@ -270,3 +302,47 @@ def test_invalid_mode_fails_and_changes_nothing(model_repo, run):
     assert result.exit_code != 0
     assert any(name == "error" and "mode" in message for name, _, message in commands(result.stdout))
     assert repo.snapshot() == before and repo.status() == ""
+
+
+# -- the runner itself ---------------------------------------------------------------------------
+
+
+def test_runner_parses_both_output_forms():
+    text = "a=1\nlist<<EOF_1\nx=1\ny<<z\nEOF_1\nb=c=d\n"
+    assert parse_file_command(text) == {"a": "1", "list": "x=1\ny<<z", "b": "c=d"}
+    with pytest.raises(ValueError, match="delimiter"):
+        parse_file_command("list<<EOF\nx\n")
+
+
+@pytest.mark.parametrize("step, error", [
+    ({"shell": "bash", "run": "echo hi", "env": {"X": "${{ secrets.TOKEN }}"}}, ValueError),
+    ({"shell": "bash", "run": "echo ${{ inputs.greeting }}"}, AssertionError),
+    ({"shell": "sh", "run": "echo hi"}, NotImplementedError),
+    ({"uses": "actions/checkout@" + "0" * 40}, NotImplementedError),
+])
+def test_runner_refuses_what_it_cannot_simulate(tmp_path, step, error):
+    action = tmp_path / "action.yml"
+    action.write_text(yaml.safe_dump({"name": "t", "runs": {"using": "composite", "steps": [step]}}))
+    with pytest.raises(error):
+        run_action(action, inputs={}, workspace=tmp_path, event_name="push", tmp=tmp_path / "runner")
+
+
+def test_runner_passes_inputs_and_step_outputs_and_stops_at_a_failure(tmp_path):
+    action = tmp_path / "action.yml"
+    action.write_text(yaml.safe_dump({
+        "name": "t",
+        "inputs": {"greeting": {"default": "hello"}, "flag": {"default": False}},
+        "outputs": {"said": {"value": "${{ steps.one.outputs.said }}!"}},
+        "runs": {"using": "composite", "steps": [
+            {"id": "one", "shell": "bash", "env": {"G": "${{ inputs.greeting }} ${{ inputs.flag }}"},
+             "run": 'printf "said<<END\\n%s\\nEND\\n" "$G" >> "$GITHUB_OUTPUT"; echo "# $G" >> "$GITHUB_STEP_SUMMARY"'},
+            {"id": "two", "shell": "bash", "run": "echo two; false; echo unreachable"},
+            {"id": "three", "shell": "bash", "run": "echo three"},
+        ]},
+    }))
+    result = run_action(action, inputs={"greeting": "hi"}, workspace=tmp_path, event_name="push",
+                        tmp=tmp_path / "runner")
+    assert result.outputs == {"said": "hi false!"}
+    assert result.summary == "# hi false\n"
+    assert result.exit_code == 1 and result.stdout == "two\n"
+    assert "three" not in result.step_outputs

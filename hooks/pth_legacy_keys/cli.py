@@ -70,6 +70,10 @@ def main(argv=None):
             files = collect(paths, changed_since=args.changed_since)
     except DiscoveryError as exc:
         print(f"pth-legacy-keys: {exc}", file=sys.stderr)
+        if args.output == "github":
+            from .github import discovery_failed
+
+            print(discovery_failed(str(exc)))
         return 2
     reports = [examine(path, args.to, lfs_pointers=args.lfs_pointers) for path in files]
     document = None

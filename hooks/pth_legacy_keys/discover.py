@@ -3,7 +3,8 @@
 import os
 import re
 
-CHECKPOINT_NAME = re.compile(r"(?i).*\.(pth|pt|ckpt)")
+# DOTALL: a name with a newline in it is still a checkpoint name, and must not slip through.
+CHECKPOINT_NAME = re.compile(r"(?is).*\.(pth|pt|ckpt)")
 SKIPPED_FOLDERS = frozenset((".git", ".hg", ".svn"))
 GLOB_CHARACTERS = frozenset("*?[")
 

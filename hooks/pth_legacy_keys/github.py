@@ -41,9 +41,10 @@ def publish(command, to, reports, report_path=None, environ=os.environ):
 def _annotation(report):
     """(kind, title, message) for one file, or None when it needs no annotation."""
     if report.status == "needs-fix":
+        why = ("older loaders ignore these keys without an error" if report.to == "legacy"
+               else "this repository keeps the parametrized names")
         return ("error", f"{KIND[report.to]} weight-norm keys",
-                f"{report.verdict()}; older loaders ignore these keys without an error. "
-                f"Fix: pth-legacy-keys fix {report.path}")
+                f"{report.verdict()}; {why}. Fix: {fix_command(report.to, [report.path])}")
     if report.status == "not-checked":
         return "error", "Git LFS pointer, not checked", LFS_HINT
     if report.lfs_pointer:
@@ -95,16 +96,28 @@ def job_summary(command, to, reports):
     parts = [f"### pth-legacy-keys {command} ({to} names)", "", *rows, "",
              f"**{escape_markdown(summary(command, reports))}**", ""]
     if to_fix:
-        direction = "" if to == "legacy" else " --to parametrized"
-        fix_command = f"pth-legacy-keys fix{direction} " + " ".join(shlex.quote(printable(p)) for p in to_fix)
         parts += [
-            "To fix them locally, install pth-legacy-keys and run:", "", "```sh", fix_command, "```", "",
+            "To fix them locally, install pth-legacy-keys and run:", "", "```sh", fix_command(to, to_fix), "```", "",
             "or let pre-commit do it on every commit (`.pre-commit-config.yaml`):", "", "```yaml",
             "repos:", "  - repo: https://github.com/OWNER/pth-legacy-keys", "    rev: v0.1.0",
-            "    hooks:", "      - id: fix-pth-legacy-keys" + (f"\n        args: [--to, {to}]" if direction else ""),
+            "    hooks:", "      - id: fix-pth-legacy-keys",
+            *([] if to == "legacy" else [f"        args: [--to, {to}]"]),
             "```", "",
         ]
     return "\n".join(parts) + "\n"
+
+
+def fix_command(to, paths):
+    direction = "" if to == "legacy" else " --to parametrized"
+    return f"pth-legacy-keys fix{direction} " + " ".join(shlex.quote(printable(path)) for path in paths)
+
+
+def discovery_failed(message):
+    """The annotation for files that could not even be listed (a shallow clone, a bad revision)."""
+    hint = ""
+    if "changed since" in message:
+        hint = " (changed-only needs the base commit: check out with fetch-depth: 0)"
+    return f"::error title=pth-legacy-keys::{escape_data(message + hint)}"
 
 
 def _step_outputs(reports, report_path):

@@ -169,6 +169,15 @@ def test_check_changed_only_examines_the_pull_request_files_and_fails(model_repo
     assert repo.snapshot() == before and repo.status() == ""
 
 
+def test_pull_request_adding_a_legacy_model_is_green(model_repo, run):
+    repo = model_repo({"models/new.pth": LEGACY.read_bytes()})
+    result = run(repo, mode="check", **{"changed-only": "true"})
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert (result.outputs["checked"], result.outputs["offending"]) == ("1", "0")
+    assert not [c for c in commands(result.stdout) if c[0] == "error"]
+    assert "| models/new.pth | ok |" in result.summary
+
+
 def test_check_all_tracked_checkpoints(model_repo, run):
     repo = model_repo()
     result = run(repo, mode="check")

@@ -211,11 +211,12 @@ def walk(data, start=0, persistent_id=None):
                     raise _underflow()
                 args = pop()
                 stack[-1] = _reduce(stack[-1], args)
-            elif op == 0x87:  # TUPLE3
-                if len(stack) - 3 < fence:
+            elif op == 0x87 or op == 0x86:  # TUPLE3, TUPLE2
+                size = op - 0x84
+                if len(stack) - size < fence:
                     raise _underflow()
-                items = tuple(stack[-3:])
-                del stack[-3:]
+                items = tuple(stack[-size:])
+                del stack[-size:]
                 push(items)
             elif op == 0x4D:  # BININT2
                 push(_unpack_u16(data, pos)[0])
@@ -244,12 +245,6 @@ def walk(data, start=0, persistent_id=None):
             elif op == 0x4A:  # BININT
                 push(_unpack_i32(data, pos)[0])
                 pos += 4
-            elif op == 0x86:  # TUPLE2
-                if len(stack) - 2 < fence:
-                    raise _underflow()
-                items = tuple(stack[-2:])
-                del stack[-2:]
-                push(items)
             elif op == 0x6A:  # LONG_BINGET
                 push(memo_get(memo, unpack_u32(data, pos)[0]))
                 pos += 4

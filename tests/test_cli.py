@@ -216,3 +216,19 @@ def test_control_characters_in_file_names_are_spelled_out(fixture_copy, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(str(path).replace("\n", "\\n") + ": 4 parametrized")
     assert len(lines) == 2
+
+
+def test_parallel_jobs_keep_the_order_and_the_verdicts(fixture_copy, tmp_path, capsys):
+    names = [f"m{i:02d}.pth" for i in range(12)]
+    for i, name in enumerate(names):
+        fixture_copy("parametrized.bin" if i % 3 else "legacy.bin", name)
+    (tmp_path / "m05.pth").write_bytes(b"\x00 not a checkpoint")
+    paths = [str(tmp_path / name) for name in names]
+    assert main(["check", "-v", "--jobs", "1", *paths]) == 2
+    serial = capsys.readouterr().out
+    assert main(["check", "-v", "--jobs", "4", *paths]) == 2
+    assert capsys.readouterr().out == serial
+    assert main(["fix", "--jobs", "3", *paths]) == 2
+    assert capsys.readouterr().out.count("fixed: renamed 4 keys") == 7
+    with pytest.raises(SystemExit):
+        main(["check", "--jobs", "0", *paths])

@@ -1,6 +1,7 @@
 """The command line: `pth-legacy-keys {check,fix} [PATH ...]`."""
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -48,6 +49,9 @@ def build_parser():
                                   "summary and step outputs (default: %(default)s)")
         command.add_argument("--report", metavar="FILE",
                              help="also write the JSON document to FILE")
+        command.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N",
+                             help="examine files in N processes (default: the number of cores, %(default)s); "
+                                  "the output keeps the files' order")
         command.add_argument("--lfs-pointers", choices=LFS_POINTER_CHOICES, default="error",
                              help="a Git LFS pointer instead of a checkpoint: fail (exit 2) or warn "
                                   "(default: %(default)s)")
@@ -57,6 +61,29 @@ def build_parser():
         volume.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
                             help="every file, every rename and the reason a file was skipped")
     return parser
+
+
+PARALLEL_FROM = 8  # files: below this, starting worker processes costs more than it saves
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def examine_all(examine, files, to, lfs_pointers, jobs):
+    """Reports for `files`, in their order; in `jobs` processes when there are enough files."""
+    if jobs <= 1 or len(files) < PARALLEL_FROM:
+        return [examine(path, to, lfs_pointers=lfs_pointers) for path in files]
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    workers = min(jobs, len(files))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(partial(examine, to=to, lfs_pointers=lfs_pointers), files,
+                             chunksize=max(1, len(files) // (workers * 4))))
 
 
 def main(argv=None):
@@ -75,7 +102,7 @@ def main(argv=None):
 
             print(discovery_failed(str(exc)))
         return 2
-    reports = [examine(path, args.to, lfs_pointers=args.lfs_pointers) for path in files]
+    reports = examine_all(examine, files, args.to, args.lfs_pointers, args.jobs)
     document = None
     if args.report or args.output == "json":
         document = render_json(args.command, args.to, reports, __version__)

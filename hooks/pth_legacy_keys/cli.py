@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import signal
 import sys
 
 from . import __version__
@@ -88,6 +89,13 @@ def examine_all(examine, files, to, lfs_pointers, jobs):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if hasattr(signal, "SIGXFSZ"):
+        # Past a file-size limit, write() should fail with EFBIG (and the fix be abandoned
+        # cleanly) instead of the signal killing us and leaving a temporary file behind.
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        except ValueError:
+            pass  # main() called from a thread: signals belong to the main thread
     examine = scan if args.command == "check" else fix
     try:
         paths = list(args.paths) + (read_path_list(args.files_from) if args.files_from else [])

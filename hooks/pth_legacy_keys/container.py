@@ -68,6 +68,7 @@ class Checkpoint:
         self.records = list(records)  # zip: in physical order
         self.pickle_record = pickle_record
         self.alignment = 64  # zip: what .storage_alignment says, once read
+        self.identity = None  # file_identity() of the file as it was read
 
 
 def read_checkpoint(path, *, locate_all_records=False):
@@ -78,13 +79,22 @@ def read_checkpoint(path, *, locate_all_records=False):
     """
     # Unbuffered: every read is one system call for exactly the bytes we need.
     with open(path, "rb", buffering=0) as f:
-        file_size = os.fstat(f.fileno()).st_size
+        status = os.fstat(f.fileno())
+        file_size = status.st_size
         head = f.read(SNIFF_BYTES)
         if head.startswith(b"PK\x03\x04"):
-            return _read_zip(f, path, file_size, locate_all_records)
-        if head.startswith(LEGACY_HEAD):
-            return _read_legacy(f, path, file_size)
-        raise _not_a_checkpoint(head, file_size)
+            checkpoint = _read_zip(f, path, file_size, locate_all_records)
+        elif head.startswith(LEGACY_HEAD):
+            checkpoint = _read_legacy(f, path, file_size)
+        else:
+            raise _not_a_checkpoint(head, file_size)
+        checkpoint.identity = file_identity(status)
+        return checkpoint
+
+
+def file_identity(status):
+    """What changes when a file is replaced or rewritten: compared before a fix writes or swaps."""
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 def _not_a_checkpoint(head, file_size):

@@ -2,7 +2,7 @@
 
 import os
 
-from .container import read_checkpoint, record_crc
+from .container import file_identity, read_checkpoint, record_crc
 from .errors import CheckpointError, NotACheckpoint, Refused
 from .pickle_edit import replace_strings
 from .rename import DIRECTIONS, LEGACY, plan
@@ -71,6 +71,9 @@ def _rewrite(path, checkpoint, renames, to):
 
     def write(out):
         with open(path, "rb", buffering=0) as source:
+            # Copy from the very file that was read, not from one that replaced it since.
+            if file_identity(os.fstat(source.fileno())) != checkpoint.identity:
+                raise CheckpointError("the file changed while it was being fixed; nothing was changed")
             write_records(source, checkpoint, new_pickle, out)
 
     def verify(written_path):
@@ -88,7 +91,7 @@ def _rewrite(path, checkpoint, renames, to):
             raise CheckpointError("the rewritten file did not read back as intended; nothing was changed")
         _verify_copied_bytes(checkpoint, written)
 
-    replace_atomically(path, write, verify)
+    replace_atomically(path, checkpoint.identity, write, verify)
 
 
 def _verify_copied_bytes(checkpoint, written):

@@ -15,7 +15,7 @@ import zlib
 
 from .container import (
     CENTRAL_HEADER, CENTRAL_SIG, END_RECORD, END_SIG, LOCAL_HEADER, LOCAL_SIG, U16_MAX, U32_MAX,
-    ZIP64_END_RECORD, ZIP64_END_SIG, ZIP64_EXTRA_ID, ZIP64_LOCATOR, ZIP64_LOCATOR_SIG,
+    ZIP64_END_RECORD, ZIP64_END_SIG, ZIP64_EXTRA_ID, ZIP64_LOCATOR, ZIP64_LOCATOR_SIG, file_identity,
 )
 from .errors import CheckpointError
 
@@ -133,17 +133,24 @@ def write_legacy(source, checkpoint, new_pickle, out):
     out.copy_from(source, tail, checkpoint.file_size - tail)
 
 
-def replace_atomically(path, write, verify):
+def replace_atomically(path, identity, write, verify):
     """Write a new version of `path` beside it and swap it in, or leave `path` untouched.
 
-    `write(out)` fills an `_Output`; `verify(temporary_path)` must raise if the result
-    is not what was meant.  The new file keeps the old one's permission bits.
+    `identity` is the file_identity() of `path` as it was read; if the file is not that
+    file any more, nothing is written or swapped.  `write(out)` fills an `_Output`;
+    `verify(temporary_path)` must raise if the result is not what was meant.  The new
+    file keeps the old one's permission bits.
     """
     import tempfile  # only fix needs it: keep a check's start-up short
 
     folder = os.path.dirname(path) or "."
     before = os.stat(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    _check_unchanged(before, identity)
+    if not stat.S_IMODE(before.st_mode) & 0o222:
+        raise CheckpointError("the file is read-only; nothing was changed")
+    remove_stale_temporaries(path)
+    fd, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path) + f"{os.getpid()}.", suffix=".tmp",
+                                     dir=folder)
     try:
         try:
             write(_Output(fd))
@@ -153,9 +160,7 @@ def replace_atomically(path, write, verify):
         finally:
             os.close(fd)
         os.chmod(temporary, stat.S_IMODE(before.st_mode))
-        now = os.stat(path)
-        if (now.st_size, now.st_mtime_ns, now.st_ino) != (before.st_size, before.st_mtime_ns, before.st_ino):
-            raise CheckpointError("the file changed while it was being fixed; nothing was changed")
+        _check_unchanged(os.stat(path), identity)
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -164,6 +169,46 @@ def replace_atomically(path, write, verify):
             pass
         raise
     _fsync_folder(folder)
+
+
+def _check_unchanged(status, identity):
+    if file_identity(status) != identity:
+        raise CheckpointError("the file changed while it was being fixed; nothing was changed")
+
+
+def _temporary_prefix(path):
+    return f".{os.path.basename(path)}.pth-legacy-keys-"
+
+
+def remove_stale_temporaries(path):
+    """Delete the temporary files a killed fix of `path` left beside it.
+
+    A temporary file's name carries the process id that wrote it; one whose process is
+    gone is stale. Only POSIX can ask whether a process exists without touching it.
+    """
+    if os.name != "posix":
+        return
+    folder = os.path.dirname(path) or "."
+    prefix = _temporary_prefix(path)
+    try:
+        names = [name for name in os.listdir(folder) if name.startswith(prefix) and name.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that process is still running: its file is not ours to delete
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass
 
 
 class _FsyncInBackground:

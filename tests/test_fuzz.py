@@ -1,0 +1,384 @@
+"""Property tests: mutated torch-made checkpoints never crash, hang, bloat or get half-written.
+
+The three committed seeds (tests/data) are mutated by hypothesis strategies: bit flips,
+truncation, splices, inserted/deleted bytes, extreme values in the pickle's and the zip's
+length fields, opcode substitutions, and zip records duplicated, dropped or swapped (the
+archive rebuilt with `zipfile`).  Mutations of the zip's pickle record may re-stamp its CRC, so
+that they reach the pickle walker instead of stopping at the CRC check.  For every mutant:
+
+- `scan` returns a FileReport with a known status, in bounded time and memory, and never
+  changes the file;
+- `fix` either leaves the file byte for byte as it was, or fixes it into a file that checks as
+  ok, that fixes back to `parametrized` names, and no temporary file is ever left beside it;
+- `pth-legacy-keys check` exits 0, 1 or 2 with one line about the file and a summary, never a
+  traceback.
+
+Nothing here imports torch.  The runs are derandomized (the same examples on every run) and
+keep no example database, so CI is reproducible.  Known findings are regression tests at the end.
+"""
+
+import contextlib
+import io
+import json
+import os
+import pickletools
+import struct
+import tempfile
+import time
+import tracemalloc
+import warnings
+import zipfile
+import zlib
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis", reason="the property tests need hypothesis")
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from pth_legacy_keys import FileReport, fix, scan  # noqa: E402
+from pth_legacy_keys.cli import main  # noqa: E402
+from pth_legacy_keys.report import STATUS_EXIT_CODES  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+SEEDS = ("parametrized.bin", "legacy.bin", "parametrized_legacy_format.bin")
+STATUSES = frozenset(STATUS_EXIT_CODES)
+UNCHANGED_FIX_STATUSES = frozenset(STATUSES - {"fixed", "needs-fix"})
+EXTREMES = (0, 2**31 - 1, 2**32 - 1, 2**63 - 1)
+MAX_PEAK_BYTES = 64 * 1024 * 1024
+MAX_SECONDS = 2.0
+FILE_NAME = "model.pth"
+
+FUZZ_SETTINGS = dict(
+    derandomize=True,  # the same examples on every run: CI is reproducible
+    database=None,  # no .hypothesis/ folder in the checkout
+    deadline=int(MAX_SECONDS * 1000),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+# -- what each seed looks like (parsed here, independently of the package) -------------
+
+
+class Seed:
+    def __init__(self, name):
+        self.name = name
+        self.data = (DATA / name).read_bytes()
+        self.is_zip = self.data.startswith(b"PK\x03\x04")
+        self.length_fields = []  # (offset, width): sizes, counts, offsets, lengths
+        self.pickle_span = None  # (start, end) of the main pickle (zip: the data.pkl record)
+        self.crc_at = []  # zip: where data.pkl's CRC is written (central header, data descriptor)
+        self.opcodes = []  # offsets of every pickle opcode
+        if self.is_zip:
+            self._parse_zip()
+        else:
+            self._parse_legacy()
+
+    def _parse_zip(self):
+        data = self.data
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+        for info in infos:
+            at = info.header_offset
+            name_len, extra_len = struct.unpack_from("<HH", data, at + 26)
+            self.length_fields += [(at + 18, 4), (at + 22, 4), (at + 26, 2), (at + 28, 2)]
+            start = at + 30 + name_len + extra_len
+            descriptor = start + info.file_size
+            if data[descriptor:descriptor + 4] == b"PK\x07\x08":
+                self.length_fields += [(descriptor + 8, 4), (descriptor + 12, 4)]
+            if info.filename.endswith("/data.pkl"):
+                self.pickle_span = (start, start + info.file_size)
+                self.crc_at.append(descriptor + 4)
+        end = data.rfind(b"PK\x05\x06")
+        count, cd_size, cd_offset = struct.unpack_from("<HII", data, end + 10)
+        self.length_fields += [(end + 8, 2), (end + 10, 2), (end + 12, 4), (end + 16, 4), (end + 20, 2)]
+        at = cd_offset
+        for _ in range(count):
+            name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, at + 28)
+            self.length_fields += [(at + 20, 4), (at + 24, 4), (at + 28, 2), (at + 30, 2),
+                                   (at + 32, 2), (at + 42, 4)]
+            if data[at + 46:at + 46 + name_len].endswith(b"/data.pkl"):
+                self.crc_at.append(at + 16)
+            at += 46 + name_len + extra_len + comment_len
+        zip64_end = data.rfind(b"PK\x06\x06")
+        if zip64_end >= 0:
+            self.length_fields += [(zip64_end + 4, 8), (zip64_end + 24, 8), (zip64_end + 32, 8),
+                                   (zip64_end + 40, 8), (zip64_end + 48, 8)]
+        locator = data.rfind(b"PK\x06\x07")
+        if locator >= 0:
+            self.length_fields += [(locator + 8, 8)]
+        self._parse_pickles(*self.pickle_span, count=1)
+
+    def _parse_legacy(self):
+        self._parse_pickles(0, len(self.data), count=5)
+        # The main pickle is the fourth.
+        starts = [pos for pos in self.opcodes if self.data[pos] == 0x80]
+        self.pickle_span = (starts[3], starts[4])
+
+    def _parse_pickles(self, start, end, count):
+        stream = io.BytesIO(self.data[start:end])
+        for _ in range(count):
+            for opcode, _arg, pos in pickletools.genops(stream):
+                at = start + pos
+                self.opcodes.append(at)
+                width = {"I": 4, "i": 4, "H": 2}.get(_ARG_FORMAT.get(opcode.name))
+                if width:
+                    self.length_fields.append((at + 1, width))
+
+
+# Opcodes whose argument starts with a fixed-width little-endian number (length, index or value).
+_ARG_FORMAT = {
+    "BINUNICODE": "I", "LONG_BINPUT": "I", "LONG_BINGET": "I", "LONG4": "i", "BININT": "i",
+    "BINSTRING": "i", "BINBYTES": "I", "BININT2": "H",
+}
+
+
+@lru_cache(maxsize=None)
+def seed(name):
+    return Seed(name)
+
+
+# -- mutations ----------------------------------------------------------------------
+
+
+def restamp_pickle_crc(s, data):
+    """Give data.pkl the CRC of its (mutated) bytes, so the mutation reaches the pickle walker."""
+    if not s.is_zip or len(data) != len(s.data):
+        return data
+    start, end = s.pickle_span
+    crc = zlib.crc32(data[start:end])
+    for at in s.crc_at:
+        struct.pack_into("<I", data, at, crc)
+    return data
+
+
+def rebuild_zip(records):
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about duplicate names
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for name, payload in records:
+                archive.writestr(name, payload)
+    return bytearray(buffer.getvalue())
+
+
+@st.composite
+def bit_flips(draw, s, data):
+    lo, hi = (0, len(data)) if draw(st.booleans()) or not data else s.pickle_span
+    hi = min(hi, len(data))
+    if hi <= lo:
+        return data
+    for _ in range(draw(st.integers(1, 8))):
+        at = draw(st.integers(lo, hi - 1))
+        data[at] ^= 1 << draw(st.integers(0, 7))
+    return restamp_pickle_crc(s, data) if (lo, hi) == s.pickle_span and draw(st.booleans()) else data
+
+
+@st.composite
+def truncation(draw, s, data):
+    return data[:draw(st.integers(0, max(len(data) - 1, 0)))]
+
+
+@st.composite
+def splice(draw, s, data):
+    """Copy a slice of the file over another offset, or insert or delete bytes."""
+    n = len(data)
+    if not n:
+        return data
+    kind = draw(st.sampled_from(["overwrite", "insert-copy", "insert-bytes", "delete"]))
+    start = draw(st.integers(0, n - 1))
+    length = draw(st.integers(1, min(64, n - start)))
+    at = draw(st.integers(0, n - 1))
+    if kind == "overwrite":
+        piece = data[start:start + length]
+        data[at:at + len(piece)] = piece
+        return data[:n] if len(data) > n else data
+    if kind == "insert-copy":
+        return data[:at] + data[start:start + length] + data[at:]
+    if kind == "insert-bytes":
+        return data[:at] + bytearray(draw(st.binary(min_size=1, max_size=16))) + data[at:]
+    del data[start:start + length]
+    return data
+
+
+@st.composite
+def length_field(draw, s, data):
+    """Overwrite a length, count or offset field (pickle or zip header) with an extreme value."""
+    offset, width = draw(st.sampled_from(s.length_fields))
+    width = draw(st.sampled_from(sorted({width, 4, 8}))) if width >= 4 else width
+    value = draw(st.sampled_from(EXTREMES)) & ((1 << (8 * width)) - 1)
+    data[offset:offset + width] = value.to_bytes(width, "little")
+    data = data[:len(s.data)]
+    in_pickle = s.pickle_span[0] <= offset < s.pickle_span[1]
+    return restamp_pickle_crc(s, data) if in_pickle and draw(st.booleans()) else data
+
+
+@st.composite
+def opcode_swap(draw, s, data):
+    """Replace one pickle opcode by another byte (any opcode, or any byte at all)."""
+    at = draw(st.sampled_from(s.opcodes))
+    data[at] = draw(st.one_of(st.sampled_from(sorted({data[p] for p in s.opcodes})), st.integers(0, 255)))
+    return restamp_pickle_crc(s, data) if draw(st.booleans()) else data
+
+
+@st.composite
+def zip_records(draw, s, data):
+    """Rebuild the archive with zipfile: a record duplicated (same or other bytes), dropped or swapped."""
+    with zipfile.ZipFile(io.BytesIO(bytes(s.data))) as archive:
+        records = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    kind = draw(st.sampled_from(["duplicate", "duplicate-other-bytes", "drop", "swap", "as-is"]))
+    i = draw(st.integers(0, len(records) - 1))
+    j = draw(st.integers(0, len(records)))
+    if kind == "duplicate":
+        records.insert(j, records[i])
+    elif kind == "duplicate-other-bytes":
+        records.insert(j, (records[i][0], records[draw(st.integers(0, len(records) - 1))][1]))
+    elif kind == "drop":
+        del records[i]
+    elif kind == "swap":
+        j = min(j, len(records) - 1)
+        records[i], records[j] = records[j], records[i]
+    event(f"zip records: {kind}")
+    return rebuild_zip(records)
+
+
+MUTATORS = {
+    "bit-flips": bit_flips, "truncation": truncation, "splice": splice,
+    "length-field": length_field, "opcode": opcode_swap, "zip-records": zip_records,
+}
+
+
+@st.composite
+def mutants(draw):
+    """(seed name, mutated bytes): one to three mutations of one seed."""
+    s = seed(draw(st.sampled_from(SEEDS)))
+    data = bytearray(s.data)
+    names = [name for name in MUTATORS if s.is_zip or name != "zip-records"]
+    for round_ in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(names))
+        if round_ and name in ("zip-records", "length-field", "opcode"):
+            continue  # these need the seed's own layout: only as the first mutation
+        event(f"mutation: {name}")
+        data = draw(MUTATORS[name](s, data))
+    return s.name, bytes(data)
+
+
+@contextlib.contextmanager
+def mutant_file(data):
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, FILE_NAME)
+        with open(path, "wb") as f:
+            f.write(data)
+        yield folder, path
+
+
+def assert_report(report, path):
+    assert isinstance(report, FileReport)
+    assert report.status in STATUSES, report
+    assert report.path == path
+    if report.status in ("error", "refused", "skipped", "not-checked"):
+        assert report.reason, report
+    report.line()  # renders without raising
+    report.to_json()
+
+
+def scan_measured(path, to="legacy"):
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        report = scan(path, to)
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_PEAK_BYTES, (report, peak)
+    assert elapsed < MAX_SECONDS, (report, elapsed)
+    return report
+
+
+def only_file(folder):
+    """The folder holds the fixed file and nothing else: no temporary file left behind."""
+    assert os.listdir(folder) == [FILE_NAME]
+
+
+# -- the properties ---------------------------------------------------------------------
+
+
+@settings(max_examples=300, **FUZZ_SETTINGS)
+@given(mutants())
+def test_scan_reports_a_known_status_and_changes_nothing(mutant):
+    seed_name, data = mutant
+    with mutant_file(data) as (folder, path):
+        for to in ("legacy", "parametrized"):
+            report = scan_measured(path, to)
+            assert_report(report, path)
+            event(f"scan {to}: {report.status}")
+            assert Path(path).read_bytes() == data
+        only_file(folder)
+
+
+@settings(max_examples=200, **FUZZ_SETTINGS)
+@given(mutants())
+def test_fix_is_all_or_nothing(mutant):
+    seed_name, data = mutant
+    with mutant_file(data) as (folder, path):
+        report = fix(path)
+        assert_report(report, path)
+        event(f"fix: {report.status}")
+        only_file(folder)
+        if report.status != "fixed":
+            assert report.status in UNCHANGED_FIX_STATUSES, report
+            assert Path(path).read_bytes() == data
+            return
+        fixed = Path(path).read_bytes()
+        assert scan(path).status == "ok"
+        back = fix(path, "parametrized")
+        only_file(folder)
+        assert back.status == "fixed", back
+        assert sorted((r.new, r.old) for r in back.renames) == sorted((r.old, r.new) for r in report.renames)
+        assert scan(path, "parametrized").status == "ok"
+        roundtrip = Path(path).read_bytes()
+        if not data.startswith(b"PK"):
+            # The legacy format is rewritten by swapping its main pickle: back means byte for byte.
+            assert roundtrip == data
+        else:
+            # A zip is rewritten in torch's layout: once in it, a round trip is byte for byte.
+            assert fix(path).status == "fixed"
+            assert Path(path).read_bytes() == fixed
+            assert fix(path, "parametrized").status == "fixed"
+            assert Path(path).read_bytes() == roundtrip
+        only_file(folder)
+
+
+@settings(max_examples=150, **FUZZ_SETTINGS)
+@given(mutants())
+def test_cli_check_prints_one_line_per_file(mutant):
+    seed_name, data = mutant
+    with mutant_file(data) as (folder, path):
+        expected = scan(path)
+        for verbosity in ([], ["-v"], ["--output", "json"]):
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(["check", path, *verbosity])
+            out, err = out.getvalue(), err.getvalue()
+            assert "Traceback" not in out + err
+            assert err == ""
+            assert code in (0, 1, 2)
+            assert code == STATUS_EXIT_CODES[expected.status]
+            if verbosity == ["--output", "json"]:
+                document = json.loads(out)
+                assert [f["status"] for f in document["files"]] == [expected.status]
+                continue
+            lines = out.splitlines()
+            about = [line for line in lines if line.startswith(f"{path}: ")]
+            quiet_ok = expected.status in ("ok", "skipped") and not expected.lfs_pointer and not verbosity
+            assert about == ([] if quiet_ok else [expected.line()]), out
+            assert lines[-1].startswith("checked 1 file: "), out
+            others = [line for line in lines[:-1] if not line.startswith(f"{path}: ")]
+            assert all(line.startswith("    ") for line in others) if verbosity else not others, out
+        assert Path(path).read_bytes() == data
+        only_file(folder)
+
+
+# -- regression tests for what the fuzzing found ------------------------------------------

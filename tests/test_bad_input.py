@@ -281,6 +281,24 @@ def renamed_local_header(data):
     return data[:at] + b"D" + data[at + 1:]
 
 
+def second_central_directory(data):
+    """A decoy central directory before the real one: the end records point past it."""
+    end = data.rindex(b"PK\x05\x06")
+    (cd_size, cd_offset) = struct.unpack_from("<II", data, end + 12)
+    zip64_end = data.rindex(b"PK\x06\x06")
+    cd_offset = struct.unpack_from("<Q", data, zip64_end + 48)[0]
+    directory = data[cd_offset:zip64_end]
+    shifted = bytearray(data[:cd_offset] + directory + data[cd_offset:])
+    moved = len(directory)
+    zip64_end += moved
+    struct.pack_into("<Q", shifted, zip64_end + 48, cd_offset + moved)  # the real directory, moved
+    locator = bytes(shifted).rindex(b"PK\x06\x07")
+    struct.pack_into("<Q", shifted, locator + 8, zip64_end)
+    end = bytes(shifted).rindex(b"PK\x05\x06")
+    struct.pack_into("<I", shifted, end + 16, cd_offset + moved)
+    return bytes(shifted)
+
+
 ZIP_DAMAGE = {
     "overlapping-records": (overlapping_records, "overlaps what follows it"),
     "records-out-of-directory-order": (swapped_records, "not in the order of its central directory"),
@@ -293,6 +311,13 @@ ZIP_DAMAGE = {
         lambda data: patched_central_entry(data, PREFIX + "data.pkl", 8, "<H", lambda flags: flags | 1),
         "flag bits 0x0001"),
     "pickle-glued-in-front": (lambda data: b"\x80\x02K\x01." + data, "bare pickle"),
+    "patched-data-flag": (
+        lambda data: patched_central_entry(data, PREFIX + "data.pkl", 8, "<H", lambda flags: flags | 0x20),
+        "flag bits 0x0020"),
+    "strong-encryption-flag": (
+        lambda data: patched_central_entry(data, PREFIX + "data.pkl", 8, "<H", lambda flags: flags | 0x40),
+        "flag bits 0x0040"),
+    "second-central-directory": (second_central_directory, "unexplained bytes follow record"),
 }
 
 
@@ -420,6 +445,31 @@ PAYLOADS = {
     "truncated-after-reduce": (lambda m: PROTO2 + global_("collections", "OrderedDict") + b")R", "error",
                                "truncated"),
     "system-truncated-after-reduce": (lambda m: system_payload(m)[:-1], "refused", "'posix.system'"),
+    "builtins-getattr-import": (
+        lambda m: PROTO2 + global_("builtins", "getattr") + b"(" + call("builtins", "__import__", "os")
+        + text("system") + b"tR(" + text(f"touch {m}") + b"tR.", "refused", "'builtins.getattr'"),
+    "stack-global-from-memo": (
+        lambda m: PROTO2 + text("posix") + b"q\x00" + text("system") + b"q\x01"
+        + b"h\x00h\x01\x93(" + text(f"touch {m}") + b"tR.", "refused", "opcode STACK_GLOBAL"),
+    "stack-global-through-memo-hops": (
+        lambda m: PROTO2 + text("posix") + b"q\x00h\x00q\x01h\x01q\x02" + text("system") + b"q\x03"
+        + b"h\x02h\x03\x93(" + text(f"touch {m}") + b"tR.", "refused", "opcode STACK_GLOBAL"),
+    "stack-global-after-decoys": (
+        lambda m: PROTO2 + text("torch._utils") + text("_rebuild_tensor_v2") + b"00" + text("posix")
+        + text("system") + b"\x93(" + text(f"touch {m}") + b"tR.", "refused", "opcode POP"),
+    "bare-global-with-import-side-effects": (lambda m: PROTO2 + global_("this", "s") + b".", "refused",
+                                             "'this.s'"),
+    "text-persistent-id": (lambda m: PROTO2 + b"P" + f"touch {m}".encode() + b"\n.", "refused",
+                           "opcode PERSID"),
+    "long4-length-2-to-the-32": (lambda m: PROTO2 + b"\x8b\xff\xff\xff\xff" + b".", "refused",
+                                 "integer of 4,294,967,295 bytes"),
+    "binunicode8-length-2-to-the-62": (
+        lambda m: PROTO2 + b"\x8d" + (2 ** 62).to_bytes(8, "little") + b"x.", "refused", "opcode BINUNICODE8"),
+    "numpy-scalar-with-a-hint": (
+        lambda m: PROTO2 + call("numpy.core.multiarray", "scalar") + b".", "refused",
+        "'numpy.core.multiarray.scalar', which a plain checkpoint never does (save plain numbers instead"),
+    "datetime-with-a-hint": (
+        lambda m: PROTO2 + call("datetime", "datetime") + b".", "refused", "(save dates as strings instead"),
 }
 
 
@@ -497,3 +547,34 @@ def test_legacy_format_with_bytes_after_its_storages_is_refused(tmp_path, capsys
     path = tmp_path / "model.pth"
     path.write_bytes(LEGACY_FORMAT.read_bytes() + b"junk")
     assert_rejected(capsys, path, "refused", "4 bytes follow the last storage")
+
+
+@pytest.mark.parametrize("name", ["model.pth", "model.bin", "model.weights", "model"])
+@pytest.mark.parametrize("glued", [True, False], ids=["pickle-glued-to-a-zip", "raw-pickle"])
+def test_pickles_that_are_not_checkpoints_are_refused_whatever_the_name(tmp_path, capsys, name, glued):
+    marker = tmp_path / "MARKER"
+    payload = system_payload(marker)
+    path = tmp_path / name
+    path.write_bytes(payload + (PARAMETRIZED.read_bytes() if glued else b""))
+    assert_rejected(capsys, path, "refused", "bare pickle, not a torch.save checkpoint")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("first", ["real", "decoy"])
+def test_two_pickle_records_are_refused_in_either_order(tmp_path, capsys, first):
+    records = fixture_records()
+    decoy = (PREFIX + "data.pkl", system_payload(tmp_path / "MARKER"))
+    at = [n for n, _ in records].index(PREFIX + "data.pkl")
+    records.insert(at if first == "decoy" else at + 1, decoy)
+    path = write_zip(tmp_path / "model.pth", records)
+    assert_rejected(capsys, path, "refused", f"two records named '{PREFIX}data.pkl'")
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_terminal_escape_codes_from_the_file_are_spelled_out(tmp_path, capsys):
+    path = hand_made_checkpoint(tmp_path / "evil.pth", PROTO2 + call("os\x1b[31m", "x\x1b]0;owned\x07") + b".")
+    for command in ("check", "fix"):
+        code, out = run(capsys, command, path)
+        assert code == 2
+        assert "\x1b" not in out and "\x07" not in out
+        assert "os\\x1b[31m" in out

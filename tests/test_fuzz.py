@@ -14,7 +14,8 @@ that they reach the pickle walker instead of stopping at the CRC check.  For eve
   traceback.
 
 Nothing here imports torch.  The runs are derandomized (the same examples on every run) and
-keep no example database, so CI is reproducible.  Known findings are regression tests at the end.
+keep no example database, so CI is reproducible; PTH_FUZZ_SCALE=N runs N times as many
+random examples.  Known findings are regression tests at the end.
 """
 
 import contextlib
@@ -50,8 +51,10 @@ MAX_PEAK_BYTES = 64 * 1024 * 1024
 MAX_SECONDS = 2.0
 FILE_NAME = "model.pth"
 
+# PTH_FUZZ_SCALE=N runs N times the examples, randomized, for a longer local hunt.
+SCALE = max(1, int(os.environ.get("PTH_FUZZ_SCALE", "1")))
 FUZZ_SETTINGS = dict(
-    derandomize=True,  # the same examples on every run: CI is reproducible
+    derandomize=SCALE == 1,  # by default the same examples on every run: CI is reproducible
     database=None,  # no .hypothesis/ folder in the checkout
     deadline=int(MAX_SECONDS * 1000),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -243,9 +246,79 @@ def zip_records(draw, s, data):
     return rebuild_zip(records)
 
 
+@lru_cache(maxsize=None)
+def key_vocabulary(s):
+    """Strings to put where the main pickle's strings are: its own, and names the rename rules test."""
+    start, end = s.pickle_span
+    texts = []
+    for opcode, arg, _pos in pickletools.genops(io.BytesIO(s.data[start:end])):
+        if opcode.name == "BINUNICODE":
+            texts.append(arg)
+    words = set(texts)
+    for text in texts:
+        for old, new in (("original0", "original1"), ("original1", "original0"), ("original0", "original"),
+                         ("parametrizations.weight", "parametrizations.bias"), ("weight.original", "weight.0.o"),
+                         ("0.", "1."), ("1.", "0."), ("_g", "_v"), ("_v", "_g"), ("_g", "_orig"), ("_v", "_u")):
+            words.add(text.replace(old, new))
+    words.update([
+        "0.weight", "0.weight_g", "0.weight_v", "0.weight_orig", "0.weight_u", "1.weight_g", "1.weight_v",
+        "0.parametrizations.weight.original0", "0.parametrizations.weight.original1",
+        "0.parametrizations.weight.original", "0.parametrizations.weight.0.base", "parametrizations.weight.original0",
+        "_metadata", "param_names", "storage", "cpu", "latin1", "", ".", "0", "4", "99", "-1", "x" * 300,
+        "\ud800.parametrizations.weight.original0", "\ud800.parametrizations.weight.original1",
+        "\u00e9.parametrizations.weight.original0", "a\nb.parametrizations.weight.original0",
+    ])
+    return sorted(words)
+
+
+SMALL_INTS = (b"K\x00", b"K\x01", b"K\x02", b"K\x03", b"K\x04", b"K\xff", b"M\xff\xff",
+              b"J\xff\xff\xff\xff", b"J\xff\xff\xff\x7f")
+
+
+def binunicode(value):
+    encoded = value.encode("utf-8", "surrogatepass")
+    return b"X" + struct.pack("<I", len(encoded)) + encoded
+
+
+@st.composite
+def pickle_edit(draw, s, data):
+    """Edit the main pickle as opcodes (strings, small ints, whole opcodes), then re-wrap it.
+
+    A zip is rebuilt with zipfile around the new data.pkl, so its CRC and sizes are right and
+    the edit reaches the pickle walker and the rename rules.
+    """
+    start, end = s.pickle_span
+    pickle = bytearray(s.data[start:end])
+    ops = [(opcode, arg, pos) for opcode, arg, pos in pickletools.genops(io.BytesIO(bytes(pickle)))]
+    bounds = [pos for _, _, pos in ops] + [len(pickle)]
+    kind = draw(st.sampled_from(["text", "text", "text", "int", "delete-op", "copy-op", "swap-ops"]))
+    event(f"pickle edit: {kind}")
+    if kind == "text":
+        i = draw(st.sampled_from([i for i, (opcode, _, _) in enumerate(ops) if opcode.name == "BINUNICODE"]))
+        new = draw(st.one_of(st.sampled_from(key_vocabulary(s)),
+                             st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=12)))
+        pickle[bounds[i]:bounds[i + 1]] = binunicode(new)
+    elif kind == "int":
+        i = draw(st.sampled_from([i for i, (opcode, _, _) in enumerate(ops)
+                                  if opcode.name in ("BININT1", "BININT2", "BININT")]))
+        pickle[bounds[i]:bounds[i + 1]] = draw(st.sampled_from(SMALL_INTS))
+    else:
+        i = draw(st.integers(0, len(ops) - 3))  # neither STOP nor the opcode before it
+        this, following = pickle[bounds[i]:bounds[i + 1]], pickle[bounds[i + 1]:bounds[i + 2]]
+        pickle[bounds[i]:bounds[i + 2]] = {"delete-op": following, "copy-op": this + this + following,
+                                           "swap-ops": following + this}[kind]
+    pickle = bytes(pickle)
+    if not s.is_zip:
+        return bytearray(s.data[:start] + pickle + s.data[end:])
+    with zipfile.ZipFile(io.BytesIO(s.data)) as archive:
+        records = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    return rebuild_zip([(name, pickle if name.endswith("/data.pkl") else payload) for name, payload in records])
+
+
 MUTATORS = {
     "bit-flips": bit_flips, "truncation": truncation, "splice": splice,
     "length-field": length_field, "opcode": opcode_swap, "zip-records": zip_records,
+    "pickle-edit": pickle_edit,
 }
 
 
@@ -257,7 +330,7 @@ def mutants(draw):
     names = [name for name in MUTATORS if s.is_zip or name != "zip-records"]
     for round_ in range(draw(st.integers(1, 3))):
         name = draw(st.sampled_from(names))
-        if round_ and name in ("zip-records", "length-field", "opcode"):
+        if round_ and name in ("zip-records", "length-field", "opcode", "pickle-edit"):
             continue  # these need the seed's own layout: only as the first mutation
         event(f"mutation: {name}")
         data = draw(MUTATORS[name](s, data))
@@ -305,7 +378,7 @@ def only_file(folder):
 # -- the properties ---------------------------------------------------------------------
 
 
-@settings(max_examples=300, **FUZZ_SETTINGS)
+@settings(max_examples=300 * SCALE, **FUZZ_SETTINGS)
 @given(mutants())
 def test_scan_reports_a_known_status_and_changes_nothing(mutant):
     seed_name, data = mutant
@@ -318,7 +391,7 @@ def test_scan_reports_a_known_status_and_changes_nothing(mutant):
         only_file(folder)
 
 
-@settings(max_examples=200, **FUZZ_SETTINGS)
+@settings(max_examples=200 * SCALE, **FUZZ_SETTINGS)
 @given(mutants())
 def test_fix_is_all_or_nothing(mutant):
     seed_name, data = mutant
@@ -351,32 +424,45 @@ def test_fix_is_all_or_nothing(mutant):
         only_file(folder)
 
 
-@settings(max_examples=150, **FUZZ_SETTINGS)
+def run_cli(*argv):
+    """Run the CLI with a real UTF-8 stdout/stderr (strict, as a terminal or a CI log has)."""
+    out_bytes, err_bytes = io.BytesIO(), io.BytesIO()
+    out = io.TextIOWrapper(out_bytes, encoding="utf-8", errors="strict", newline="\n")
+    err = io.TextIOWrapper(err_bytes, encoding="utf-8", errors="strict", newline="\n")
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    out.flush()
+    err.flush()
+    return code, out_bytes.getvalue().decode("utf-8"), err_bytes.getvalue().decode("utf-8")
+
+
+@settings(max_examples=150 * SCALE, **FUZZ_SETTINGS)
 @given(mutants())
 def test_cli_check_prints_one_line_per_file(mutant):
     seed_name, data = mutant
     with mutant_file(data) as (folder, path):
         expected = scan(path)
-        for verbosity in ([], ["-v"], ["--output", "json"]):
-            out, err = io.StringIO(), io.StringIO()
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main(["check", path, *verbosity])
-            out, err = out.getvalue(), err.getvalue()
+        for options in ([], ["-v"], ["--output", "json"], ["--output", "github"]):
+            code, out, err = run_cli("check", path, *options)
             assert "Traceback" not in out + err
             assert err == ""
             assert code in (0, 1, 2)
             assert code == STATUS_EXIT_CODES[expected.status]
-            if verbosity == ["--output", "json"]:
+            if options == ["--output", "json"]:
                 document = json.loads(out)
                 assert [f["status"] for f in document["files"]] == [expected.status]
                 continue
             lines = out.splitlines()
-            about = [line for line in lines if line.startswith(f"{path}: ")]
-            quiet_ok = expected.status in ("ok", "skipped") and not expected.lfs_pointer and not verbosity
-            assert about == ([] if quiet_ok else [expected.line()]), out
             assert lines[-1].startswith("checked 1 file: "), out
+            if options == ["--output", "github"]:
+                assert all(line.startswith("::") for line in lines[:-1]), out
+                assert len(lines) <= 2, out
+                continue
+            about = [line for line in lines if line.startswith(f"{path}: ")]
+            quiet_ok = expected.status in ("ok", "skipped") and not expected.lfs_pointer and not options
+            assert about == ([] if quiet_ok else [expected.line()]), out
             others = [line for line in lines[:-1] if not line.startswith(f"{path}: ")]
-            assert all(line.startswith("    ") for line in others) if verbosity else not others, out
+            assert all(line.startswith("    ") for line in others) if options else not others, out
         assert Path(path).read_bytes() == data
         only_file(folder)
 

@@ -153,7 +153,8 @@ def _read_zip(f, path, file_size, locate_all_records):
     _check_layout(records, end_of_records)
 
     next_starts = dict(zip(map(id, records), [r.header_offset for r in records[1:]] + [end_of_records]))
-    for record in records if locate_all_records else [pickle_record]:
+    # The last record too, always: what follows it must be the central directory, not a second one.
+    for record in records if locate_all_records else [pickle_record, records[-1]]:
         _locate_data(f, record, next_starts[id(record)])
     pickle = _pread(f, pickle_record.data_offset, pickle_record.size)
     if zlib.crc32(pickle) != pickle_record.crc:
@@ -300,8 +301,19 @@ def _locate_data(f, record, next_start):
     if sig != LOCAL_SIG or name != expected_name or flags != record.flags or method != 0:
         raise Refused(f"the local header of '{record.name}' disagrees with the central directory")
     record.data_offset = record.header_offset + LOCAL_HEADER.size + name_len + extra_len
-    if record.data_offset + record.size > next_start:
+    data_end = record.data_offset + record.size
+    if data_end > next_start:
         raise Refused(f"record '{record.name}' overlaps what follows it")
+    gap = next_start - data_end
+    if gap and not (record.flags & 0x08 and _is_data_descriptor(_pread(f, data_end, min(gap, 24)), gap)):
+        raise Refused(f"{gap} unexplained bytes follow record '{record.name}'")
+
+
+def _is_data_descriptor(data, length):
+    """A data descriptor: CRC and two sizes (4 or 8 bytes each), with or without its signature."""
+    if data[:4] == b"PK\x07\x08":
+        return length in (16, 24)
+    return length in (12, 20)
 
 
 def _parse_alignment(raw):

@@ -54,6 +54,14 @@ ROLES = {
 }
 
 
+# Values people save by accident: say how to save them so that any loader can read them.
+# No flag allows them: a tool that runs on strangers' files should not widen what it trusts.
+HINTS = {
+    "numpy": " (save plain numbers instead: float(x), int(x), x.tolist())",
+    "datetime": " (save dates as strings instead: x.isoformat())",
+}
+
+
 class Text:
     """A pickled string.  One object per definition: memo fetches share it."""
 
@@ -379,7 +387,8 @@ def _global(data, pos):
         raise Refused("the pickle imports a name that is not ASCII") from None
     role = ROLES.get((module, name))
     if role is None:
-        raise Refused(f"the pickle imports '{module}.{name}', which a plain checkpoint never does")
+        raise Refused(f"the pickle imports '{module}.{name}', which a plain checkpoint never does"
+                      + HINTS.get(module.split(".", 1)[0], ""))
     return Global(module, name, role), name_end + 1
 
 

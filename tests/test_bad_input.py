@@ -468,6 +468,10 @@ PAYLOADS = {
     "numpy-scalar-with-a-hint": (
         lambda m: PROTO2 + call("numpy.core.multiarray", "scalar") + b".", "refused",
         "'numpy.core.multiarray.scalar', which a plain checkpoint never does (save plain numbers instead"),
+    "reduce-reaching-below-a-mark": (
+        lambda m: PROTO2 + global_("collections", "OrderedDict") + b"()R" + b".", "error",
+        "takes more items from its stack than it put there"),
+    "stack-of-100001-items": (lambda m: PROTO2 + b"K\x01" * 100_001 + b".", "refused", "stack grows beyond"),
     "datetime-with-a-hint": (
         lambda m: PROTO2 + call("datetime", "datetime") + b".", "refused", "(save dates as strings instead"),
 }

@@ -56,7 +56,9 @@ SCALE = max(1, int(os.environ.get("PTH_FUZZ_SCALE", "1")))
 FUZZ_SETTINGS = dict(
     derandomize=SCALE == 1,  # by default the same examples on every run: CI is reproducible
     database=None,  # no .hypothesis/ folder in the checkout
-    deadline=int(MAX_SECONDS * 1000),
+    # Time is bounded per scan in scan_measured (with a retry, so a busy machine is not a failure);
+    # a whole example (several scans, fixes, CLI runs) gets hypothesis' deadline with room to spare.
+    deadline=int(10 * MAX_SECONDS * 1000),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -357,16 +359,24 @@ def assert_report(report, path):
 
 
 def scan_measured(path, to="legacy"):
-    tracemalloc.start()
-    started = time.perf_counter()
-    try:
+    """scan() under a time bound (a slow run is retried once: a loaded CI machine is no hang)
+    and, in a second run, a tracemalloc peak bound; both runs must say the same."""
+    timings = []
+    for _ in range(2):
+        started = time.perf_counter()
         report = scan(path, to)
-        elapsed = time.perf_counter() - started
+        timings.append(time.perf_counter() - started)
+        if timings[-1] < MAX_SECONDS:
+            break
+    assert min(timings) < MAX_SECONDS, (report, timings)
+    tracemalloc.start()
+    try:
+        again = scan(path, to)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < MAX_PEAK_BYTES, (report, peak)
-    assert elapsed < MAX_SECONDS, (report, elapsed)
+    assert peak < MAX_PEAK_BYTES, (again, peak)
+    assert (again.status, again.reason) == (report.status, report.reason)
     return report
 
 

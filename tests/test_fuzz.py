@@ -388,7 +388,7 @@ def only_file(folder):
 # -- the properties ---------------------------------------------------------------------
 
 
-@settings(max_examples=300 * SCALE, **FUZZ_SETTINGS)
+@settings(max_examples=600 * SCALE, **FUZZ_SETTINGS)
 @given(mutants())
 def test_scan_reports_a_known_status_and_changes_nothing(mutant):
     seed_name, data = mutant
@@ -401,7 +401,7 @@ def test_scan_reports_a_known_status_and_changes_nothing(mutant):
         only_file(folder)
 
 
-@settings(max_examples=200 * SCALE, **FUZZ_SETTINGS)
+@settings(max_examples=400 * SCALE, **FUZZ_SETTINGS)
 @given(mutants())
 def test_fix_is_all_or_nothing(mutant):
     seed_name, data = mutant
@@ -446,7 +446,7 @@ def run_cli(*argv):
     return code, out_bytes.getvalue().decode("utf-8"), err_bytes.getvalue().decode("utf-8")
 
 
-@settings(max_examples=150 * SCALE, **FUZZ_SETTINGS)
+@settings(max_examples=300 * SCALE, **FUZZ_SETTINGS)
 @given(mutants())
 def test_cli_check_prints_one_line_per_file(mutant):
     seed_name, data = mutant
@@ -478,3 +478,139 @@ def test_cli_check_prints_one_line_per_file(mutant):
 
 
 # -- regression tests for what the fuzzing found ------------------------------------------
+#
+# Each test states the behaviour the package should have; while the bug is there, it fails.
+# They were found by reading the code the fuzzing exercises (rename._survey, the output
+# writers) and building the smallest input that shows each one.
+
+
+def text_op(value):
+    return binunicode(value)
+
+
+def checkpoint_with_pickle(pickle):
+    """parametrized.bin's records around another data.pkl (zipfile layout, right CRC and sizes)."""
+    with zipfile.ZipFile(io.BytesIO(seed("parametrized.bin").data)) as archive:
+        records = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    return bytes(rebuild_zip([(name, pickle if name.endswith("/data.pkl") else payload)
+                              for name, payload in records]))
+
+
+def seed_pickle():
+    start, end = seed("parametrized.bin").pickle_span
+    return seed("parametrized.bin").data[start:end]
+
+
+def surrogate_key_checkpoint():
+    """parametrized.bin with module 0's keys renamed to start with a lone surrogate (U+D800).
+
+    Python's pickle writes and reads such strings (BINUNICODE is 'surrogatepass'), so
+    torch.save/torch.load handle them; the walker reads them the same way.
+    """
+    pickle = seed_pickle()
+    for leaf in ("original0", "original1"):
+        old = f"0.parametrizations.weight.{leaf}"
+        pickle = pickle.replace(binunicode(old), binunicode(f"\ud800.parametrizations.weight.{leaf}"))
+    return checkpoint_with_pickle(pickle)
+
+
+@pytest.mark.parametrize("options", [["--output", "json"], ["--output", "github"], ["--report", "REPORT"]])
+def test_regression_surrogate_key_is_reported_not_a_traceback(options):
+    # Finding 1: `check --output json|github` and `--report FILE` end in UnicodeEncodeError
+    # (a traceback, exit 1) when a key holds a lone surrogate: the JSON document and the
+    # annotations carry the raw key, which no UTF-8 stream or file accepts; `fix --output json`
+    # even rewrites the file first and crashes after.  The text output escapes it (printable()).
+    with mutant_file(surrogate_key_checkpoint()) as (folder, path), tempfile.TemporaryDirectory() as elsewhere:
+        assert scan(path).status == "needs-fix"
+        report_path = os.path.join(elsewhere, "report.json")
+        options = [report_path if option == "REPORT" else option for option in options]
+        code, out, err = run_cli("check", path, *options)
+        assert "Traceback" not in out + err
+        assert code == 1
+        if "--report" in options:
+            with open(report_path, encoding="utf-8") as f:
+                assert json.load(f)["files"][0]["status"] == "needs-fix"
+
+
+def nested_list_key_checkpoint(levels, width=10):
+    """{L: 0} where L0 = [0] * width and L(k+1) = [Lk] * width, each level shared through the memo.
+
+    About 25 bytes of pickle per level; the key holds width**levels zeros.
+    """
+    def nest(k):
+        if k == 0:
+            return b"](" + b"K\x00" * width + b"eq\x00"
+        return b"](" + nest(k - 1) + (b"h" + bytes([k - 1])) * (width - 1) + b"eq" + bytes([k])
+    return checkpoint_with_pickle(b"\x80\x02}" + nest(levels) + b"K\x00s.")
+
+
+def test_regression_shared_list_as_dict_key_is_not_expanded():
+    # Finding 2: rename._survey builds each child's path as f"{where}[{key!r}]", and repr()
+    # expands a memo-shared nested list in full: a 170-byte pickle (6 levels) takes ~2 s,
+    # 7 levels (193 bytes) ~13 s and 690 MB, 8 levels OOM -- a "billion laughs" that the walker's
+    # caps (size, memo, stack, depth) do not stop, on every `check`.
+    data = nested_list_key_checkpoint(6)
+    with mutant_file(data) as (folder, path):
+        started = time.perf_counter()
+        report = scan(path)
+        elapsed = time.perf_counter() - started
+        assert report.status in STATUSES
+        assert elapsed < 0.3, f"{elapsed:.1f} s for a {len(data)}-byte file"
+
+
+def long_nested_key_checkpoint(key_length, depth, items):
+    """{K: {K: ... {K: 1, K: 1, ...}}}: one long key K (shared through the memo) at every level."""
+    pickle = b"\x80\x02}(" + text_op("x" * key_length) + b"q\x00"
+    pickle += b"}(h\x00" * (depth - 1)
+    pickle += b"}(" + b"h\x00K\x01" * items + b"u" * (depth + 1) + b"."
+    return checkpoint_with_pickle(pickle)
+
+
+def test_regression_long_nested_keys_do_not_multiply_memory():
+    # Finding 3: the same eager path strings: each of the `items` children of a dict nested
+    # `depth` levels deep gets a path of depth * key_length characters, all held at once.
+    # This 23 KB file peaks at ~200 MiB under tracemalloc; 100 KB (key 100,000, depth 99,
+    # 100 items) takes 1 GB of RSS, and 1,000 items ~10 GB.
+    with mutant_file(long_nested_key_checkpoint(20_000, 50, 200)) as (folder, path):
+        tracemalloc.start()
+        try:
+            report = scan(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert report.status in STATUSES
+        assert peak < MAX_PEAK_BYTES, f"peak {peak >> 20} MiB for a {os.path.getsize(path) >> 10} KiB file"
+
+
+def many_keys_checkpoint(items):
+    """{"a": parametrized.bin's state dict, then (key, tensor) items}: a state dict with len(items) more keys."""
+    body = seed_pickle()[2:-1]  # pushes the seed's OrderedDict; its memo 13 is a tensor
+    pairs = b"".join(text_op(key) + b"h\x0d" for key in items)
+    return checkpoint_with_pickle(b"\x80\x02}(" + text_op("a") + body + pairs + b"u.")
+
+
+def test_regression_duplicate_key_search_is_not_quadratic():
+    # Finding 4: rename._duplicates_problem finds the repeated key with
+    # next(k for k in keys if keys.count(k) > 1): quadratic when the repeat comes last.
+    # 8,000 keys (a 96 KB pickle) take ~1.6 s, 30,000 keys (380 KB) ~20 s, per direction.
+    keys = [f"k{i}" for i in range(8000)] + ["k7999"]
+    with mutant_file(many_keys_checkpoint(keys)) as (folder, path):
+        started = time.perf_counter()
+        report = scan(path)
+        elapsed = time.perf_counter() - started
+        assert report.status == "cannot-convert"
+        assert elapsed < 0.5, f"{elapsed:.1f} s for {len(keys)} keys"
+
+
+def test_regression_to_parametrized_planning_is_not_quadratic():
+    # Finding 5: rename._plan_to_parametrized checks, for every legacy _g/_v pair, every key of
+    # the dict ([name for name in values if ... name.startswith(base)]): quadratic in the
+    # state dict's size.  3,000 pairs (125 KB pickle) take ~2 s, 20,000 pairs (860 KB) ~100 s
+    # for `check --to parametrized`; `--to legacy` takes 0.12 s on the latter.
+    keys = [f"m{i}.weight_{leaf}" for i in range(3000) for leaf in "gv"]
+    with mutant_file(many_keys_checkpoint(keys)) as (folder, path):
+        started = time.perf_counter()
+        report = scan(path, "parametrized")
+        elapsed = time.perf_counter() - started
+        assert report.status == "needs-fix"
+        assert elapsed < 0.5, f"{elapsed:.1f} s for {len(keys)} keys"

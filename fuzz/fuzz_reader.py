@@ -60,7 +60,7 @@ WORK_DIR = tempfile.mkdtemp(prefix="pth-fuzz-")
 INPUT_PATH = os.path.join(WORK_DIR, "input.pth")
 
 
-def TestOneInput(data):  # noqa: N802 (atheris' name)
+def TestOneInput(data):  # atheris' name
     with open(INPUT_PATH, "wb") as f:
         f.write(data)
     for to in ("legacy", "parametrized"):
@@ -118,7 +118,7 @@ def restamp_pickle_crc(data):
     return data
 
 
-def CustomMutator(data, max_size, seed):  # noqa: N802 (atheris' name)
+def CustomMutator(data, max_size, seed):  # atheris' name
     data = atheris.Mutate(data, max_size)
     if seed % 5:  # four times in five: make the pickle's CRC right again
         data = restamp_pickle_crc(data)
@@ -202,7 +202,7 @@ def fallback_main(argv):
         t0 = time.monotonic()
         try:
             TestOneInput(data)
-        except Exception:
+        except Exception:  # noqa: BLE001 (every exception is a finding)
             crashes += 1
             os.makedirs(crashes_dir, exist_ok=True)
             name = os.path.join(crashes_dir, f"crash-{zlib.crc32(data):08x}")

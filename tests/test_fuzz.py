@@ -30,7 +30,7 @@ import tracemalloc
 import warnings
 import zipfile
 import zlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -53,14 +53,14 @@ FILE_NAME = "model.pth"
 
 # PTH_FUZZ_SCALE=N runs N times the examples, randomized, for a longer local hunt.
 SCALE = max(1, int(os.environ.get("PTH_FUZZ_SCALE", "1")))
-FUZZ_SETTINGS = dict(
-    derandomize=SCALE == 1,  # by default the same examples on every run: CI is reproducible
-    database=None,  # no .hypothesis/ folder in the checkout
+FUZZ_SETTINGS = {
+    "derandomize": SCALE == 1,  # by default the same examples on every run: CI is reproducible
+    "database": None,  # no example database: every run starts from the same examples
     # Time is bounded per scan in scan_measured (with a retry, so a busy machine is not a failure);
     # a whole example (several scans, fixes, CLI runs) gets hypothesis' deadline with room to spare.
-    deadline=int(10 * MAX_SECONDS * 1000),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+    "deadline": int(10 * MAX_SECONDS * 1000),
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+}
 
 
 # -- what each seed looks like (parsed here, independently of the package) -------------
@@ -96,7 +96,7 @@ class Seed:
                 self.pickle_span = (start, start + info.file_size)
                 self.crc_at.append(descriptor + 4)
         end = data.rfind(b"PK\x05\x06")
-        count, cd_size, cd_offset = struct.unpack_from("<HII", data, end + 10)
+        count, _cd_size, cd_offset = struct.unpack_from("<HII", data, end + 10)
         self.length_fields += [(end + 8, 2), (end + 10, 2), (end + 12, 4), (end + 16, 4), (end + 20, 2)]
         at = cd_offset
         for _ in range(count):
@@ -139,7 +139,7 @@ _ARG_FORMAT = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def seed(name):
     return Seed(name)
 
@@ -248,7 +248,7 @@ def zip_records(draw, s, data):
     return rebuild_zip(records)
 
 
-@lru_cache(maxsize=None)
+@cache
 def key_vocabulary(s):
     """Strings to put where the main pickle's strings are: its own, and names the rename rules test."""
     start, end = s.pickle_span
@@ -391,7 +391,7 @@ def only_file(folder):
 @settings(max_examples=600 * SCALE, **FUZZ_SETTINGS)
 @given(mutants())
 def test_scan_reports_a_known_status_and_changes_nothing(mutant):
-    seed_name, data = mutant
+    _seed, data = mutant
     with mutant_file(data) as (folder, path):
         for to in ("legacy", "parametrized"):
             report = scan_measured(path, to)
@@ -404,7 +404,7 @@ def test_scan_reports_a_known_status_and_changes_nothing(mutant):
 @settings(max_examples=400 * SCALE, **FUZZ_SETTINGS)
 @given(mutants())
 def test_fix_is_all_or_nothing(mutant):
-    seed_name, data = mutant
+    _seed, data = mutant
     with mutant_file(data) as (folder, path):
         report = fix(path)
         assert_report(report, path)
@@ -449,7 +449,7 @@ def run_cli(*argv):
 @settings(max_examples=300 * SCALE, **FUZZ_SETTINGS)
 @given(mutants())
 def test_cli_check_prints_one_line_per_file(mutant):
-    seed_name, data = mutant
+    _seed, data = mutant
     with mutant_file(data) as (folder, path):
         expected = scan(path)
         for options in ([], ["-v"], ["--output", "json"], ["--output", "github"]):
@@ -520,7 +520,7 @@ def test_regression_surrogate_key_is_reported_not_a_traceback(options):
     # (a traceback, exit 1) when a key holds a lone surrogate: the JSON document and the
     # annotations carry the raw key, which no UTF-8 stream or file accepts; `fix --output json`
     # even rewrites the file first and crashes after.  The text output escapes it (printable()).
-    with mutant_file(surrogate_key_checkpoint()) as (folder, path), tempfile.TemporaryDirectory() as elsewhere:
+    with mutant_file(surrogate_key_checkpoint()) as (_folder, path), tempfile.TemporaryDirectory() as elsewhere:
         assert scan(path).status == "needs-fix"
         report_path = os.path.join(elsewhere, "report.json")
         options = [report_path if option == "REPORT" else option for option in options]
@@ -550,7 +550,7 @@ def test_regression_shared_list_as_dict_key_is_not_expanded():
     # 7 levels (193 bytes) ~13 s and 690 MB, 8 levels OOM -- a "billion laughs" that the walker's
     # caps (size, memo, stack, depth) do not stop, on every `check`.
     data = nested_list_key_checkpoint(6)
-    with mutant_file(data) as (folder, path):
+    with mutant_file(data) as (_folder, path):
         started = time.perf_counter()
         report = scan(path)
         elapsed = time.perf_counter() - started
@@ -571,7 +571,7 @@ def test_regression_long_nested_keys_do_not_multiply_memory():
     # `depth` levels deep gets a path of depth * key_length characters, all held at once.
     # This 23 KB file peaks at ~200 MiB under tracemalloc; 100 KB (key 100,000, depth 99,
     # 100 items) takes 1 GB of RSS, and 1,000 items ~10 GB.
-    with mutant_file(long_nested_key_checkpoint(20_000, 50, 200)) as (folder, path):
+    with mutant_file(long_nested_key_checkpoint(20_000, 50, 200)) as (_folder, path):
         tracemalloc.start()
         try:
             report = scan(path)
@@ -594,7 +594,7 @@ def test_regression_duplicate_key_search_is_not_quadratic():
     # next(k for k in keys if keys.count(k) > 1): quadratic when the repeat comes last.
     # 8,000 keys (a 96 KB pickle) take ~1.6 s, 30,000 keys (380 KB) ~20 s, per direction.
     keys = [f"k{i}" for i in range(8000)] + ["k7999"]
-    with mutant_file(many_keys_checkpoint(keys)) as (folder, path):
+    with mutant_file(many_keys_checkpoint(keys)) as (_folder, path):
         started = time.perf_counter()
         report = scan(path)
         elapsed = time.perf_counter() - started
@@ -608,7 +608,7 @@ def test_regression_to_parametrized_planning_is_not_quadratic():
     # state dict's size.  3,000 pairs (125 KB pickle) take ~2 s, 20,000 pairs (860 KB) ~100 s
     # for `check --to parametrized`; `--to legacy` takes 0.12 s on the latter.
     keys = [f"m{i}.weight_{leaf}" for i in range(3000) for leaf in "gv"]
-    with mutant_file(many_keys_checkpoint(keys)) as (folder, path):
+    with mutant_file(many_keys_checkpoint(keys)) as (_folder, path):
         started = time.perf_counter()
         report = scan(path, "parametrized")
         elapsed = time.perf_counter() - started

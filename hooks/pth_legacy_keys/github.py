@@ -8,7 +8,7 @@ import os
 import shlex
 import uuid
 
-from .report import KIND, printable, summary
+from .report import KIND, encodable, printable, summary
 
 MAX_ANNOTATIONS = 10  # GitHub shows at most this many of one kind per step
 NEEDS_ATTENTION = ("needs-fix", "cannot-convert", "refused", "error", "not-checked")
@@ -30,12 +30,12 @@ def publish(command, to, reports, report_path=None, environ=os.environ):
     summary_file = environ.get("GITHUB_STEP_SUMMARY")
     if summary_file:
         with open(summary_file, "a", encoding="utf-8") as f:
-            f.write(job_summary(command, to, reports))
+            f.write(encodable(job_summary(command, to, reports)))
     output_file = environ.get("GITHUB_OUTPUT")
     if output_file:
         with open(output_file, "a", encoding="utf-8") as f:
-            f.write(_step_outputs(reports, report_path))
-    return "\n".join(lines)
+            f.write(encodable(_step_outputs(reports, report_path)))
+    return encodable("\n".join(lines))
 
 
 def _annotation(report):

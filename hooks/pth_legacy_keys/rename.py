@@ -81,16 +81,20 @@ def _assign(result, text, new, where, module, survey):
 
 
 def _survey(root):
-    """Find every state dict and every use of each string, visiting shared nodes once."""
+    """Find every state dict and every use of each string, visiting shared nodes once.
+
+    A node's place is kept as a link to its parent's, and spelled out as a path only for
+    the few places a report names: a hostile file can make paths exponentially many or long.
+    """
     survey = _Survey()
     seen = set()
-    todo = [(root, "", False)]
+    todo = [(root, None, False)]
     while todo:
         node, where, in_param_names = todo.pop()
         kind = type(node)
         if kind is Text:
             if in_param_names:
-                survey.param_names.append((where, node))
+                survey.param_names.append((_path(where), node))
             else:
                 survey.other_uses.add(id(node))
             continue
@@ -104,22 +108,32 @@ def _survey(root):
         if kind is Dict:
             is_state_dict = any(type(value) is Tensor for _, value in node.items)
             if is_state_dict:
-                survey.state_dicts.append((where, node))
+                survey.state_dicts.append((_path(where), node))
             for key, value in node.items:
                 if type(key) is Text:
                     if not is_state_dict:
                         survey.other_uses.add(id(key))
-                    child_where = f"{where}.{key.value}" if where else key.value
-                    children.append((value, child_where, key.value == "param_names"))
+                    children.append((value, (where, "." + key.value), key.value == "param_names"))
                 else:
                     children.append((key, where, False))
-                    children.append((value, f"{where}[{key!r}]", False))
+                    label = f"[{key!r}]" if type(key) in (int, bool) else f"[{type(key).__name__}]"
+                    children.append((value, (where, label), False))
             if node.metadata is not None:
-                children.append((node.metadata, f"{where}._metadata" if where else "_metadata", False))
+                children.append((node.metadata, (where, "._metadata"), False))
         else:
-            children.extend((item, f"{where}[{i}]", in_param_names) for i, item in enumerate(node))
+            children.extend((item, (where, f"[{i}]"), in_param_names) for i, item in enumerate(node))
         todo.extend(reversed(children))
     return survey
+
+
+def _path(where):
+    """"model.optimizer[0]" from the chain of (parent, label) links."""
+    labels = []
+    while where is not None:
+        where, label = where
+        labels.append(label)
+    path = "".join(reversed(labels))
+    return path[1:] if path.startswith(".") else path
 
 
 def _keys(state_dict):
@@ -145,10 +159,11 @@ def is_weight_norm_magnitude(g, v):
 
 
 def _duplicates_problem(state_dict):
-    keys = [t.value for t in _keys(state_dict)]
-    if len(set(keys)) != len(keys):
-        duplicate = next(k for k in keys if keys.count(k) > 1)
-        return [(duplicate, [], f"the key '{duplicate}' appears twice in one dict")]
+    seen = set()
+    for text in _keys(state_dict):
+        if text.value in seen:
+            return [(text.value, [], f"the key '{text.value}' appears twice in one dict")]
+        seen.add(text.value)
     return None
 
 
@@ -199,6 +214,11 @@ def _plan_to_parametrized(state_dict):
         return duplicates
     values = {key.value: value for key, value in state_dict.items if type(key) is Text}
     texts = {text.value: text for text in _keys(state_dict)}
+    parametrized = set()  # "P.parametrizations.N." for every parametrization state already present
+    for name in values:
+        match = PARAMETRIZED_KEY.fullmatch(name)
+        if match:
+            parametrized.add(f"{match['prefix']}parametrizations.{match['param']}.")
     found = []
     for text in _keys(state_dict):
         match = LEGACY_MAGNITUDE_KEY.fullmatch(text.value)
@@ -214,9 +234,10 @@ def _plan_to_parametrized(state_dict):
             reason = _shapes_problem(values[module + "_g"], values[module + "_v"], module + "_g",
                                      module + "_v")
         if not reason:
-            taken = [name for name in values if name == module or name.startswith(base)]
-            if taken:
-                reason = f"{taken[0]} is already a key"
+            if module in values:
+                reason = f"{module} is already a key"
+            elif base in parametrized:
+                reason = f"{base}* is already in the state dict"
         pairs = [] if reason else [(text, base + "original0"), (texts[module + "_v"], base + "original1")]
         found.append((module, pairs, reason))
     return found

@@ -18,6 +18,11 @@ STATUS_EXIT_CODES = {
 KIND = {"legacy": "parametrized", "parametrized": "legacy"}  # the key kind each direction renames
 
 
+def encodable(text):
+    """`text` with lone surrogates (a pickle may hold them) spelled out, so it can be written as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def printable(text):
     """`text` with control characters spelled out, so that a file name is always one line."""
     if text.isprintable():
@@ -136,4 +141,5 @@ def render_json(command, to, reports, version):
         "summary": {status: sum(r.status == status for r in reports) for status in STATUS_EXIT_CODES},
         "files": [report.to_json() for report in reports],
     }
-    return json.dumps(document, indent=2, ensure_ascii=False)
+    # ASCII: the strings come from the file and may hold lone surrogates, which UTF-8 cannot carry.
+    return json.dumps(document, indent=2, ensure_ascii=True)

@@ -346,6 +346,10 @@ REZIPPED = {
     "junk-after-stop": (
         lambda records: [(n, d + b"junk" if n == PREFIX + "data.pkl" else d) for n, d in records],
         zipfile.ZIP_STORED, "4 bytes follow the pickle's STOP"),
+    "second-pickle-after-stop": (
+        lambda records: [(n, d + system_payload("/nonexistent/MARKER") if n == PREFIX + "data.pkl" else d)
+                         for n, d in records],
+        zipfile.ZIP_STORED, "bytes follow the pickle's STOP"),
     "extra-pickle-record": (with_record(PREFIX + "extra.pkl", system_payload("/nonexistent/MARKER")),
                             zipfile.ZIP_STORED, f"unexpected record '{PREFIX}extra.pkl'"),
 }

@@ -232,3 +232,22 @@ def test_parallel_jobs_keep_the_order_and_the_verdicts(fixture_copy, tmp_path, c
     assert capsys.readouterr().out.count("fixed: renamed 4 keys") == 7
     with pytest.raises(SystemExit):
         main(["check", "--jobs", "0", *paths])
+
+
+def test_text_output_streams_each_file_before_the_next_is_examined(fixture_copy, monkeypatch, capsys):
+    """Reports are not kept for the text output, so memory stays flat over thousands of files."""
+    import pth_legacy_keys.cli as cli
+
+    paths = [str(fixture_copy("parametrized.bin", f"m{i}.pth")) for i in range(3)]
+    seen_before_each_scan = []
+    real_scan = cli.scan
+
+    def scan_and_look(path, *args, **kwargs):
+        seen_before_each_scan.append(capsys.readouterr().out)
+        return real_scan(path, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "scan", scan_and_look)
+    assert main(["check", "--jobs", "1", *paths]) == 1
+    assert seen_before_each_scan[0] == ""
+    assert seen_before_each_scan[1].startswith(f"{paths[0]}: 4 parametrized")
+    assert seen_before_each_scan[2].startswith(f"{paths[1]}: 4 parametrized")

@@ -9,7 +9,7 @@ from . import __version__
 from .discover import DiscoveryError, collect, read_path_list
 from .engine import LFS_POINTER_CHOICES, fix, scan
 from .rename import DIRECTIONS, LEGACY
-from .report import exit_code, render_json, render_text
+from .report import STATUS_EXIT_CODES, encodable, exit_code, render_json, summary, text_lines
 
 DESCRIPTION = """\
 Keep PyTorch checkpoints loadable by software that expects legacy weight-norm keys
@@ -75,16 +75,18 @@ def _positive_int(text):
 
 
 def examine_all(examine, files, to, lfs_pointers, jobs):
-    """Reports for `files`, in their order; in `jobs` processes when there are enough files."""
+    """Yield the reports for `files`, in their order; in `jobs` processes when there are enough files."""
     if jobs <= 1 or len(files) < PARALLEL_FROM:
-        return [examine(path, to, lfs_pointers=lfs_pointers) for path in files]
+        for path in files:
+            yield examine(path, to, lfs_pointers=lfs_pointers)
+        return
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
     workers = min(jobs, len(files))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(partial(examine, to=to, lfs_pointers=lfs_pointers), files,
-                             chunksize=max(1, len(files) // (workers * 4))))
+        yield from pool.map(partial(examine, to=to, lfs_pointers=lfs_pointers), files,
+                            chunksize=max(1, len(files) // (workers * 4)))
 
 
 def main(argv=None):
@@ -111,9 +113,10 @@ def main(argv=None):
             print(discovery_failed(str(exc)))
         return 2
     reports = examine_all(examine, files, args.to, args.lfs_pointers, args.jobs)
-    document = None
-    if args.report or args.output == "json":
-        document = render_json(args.command, args.to, reports, __version__)
+    if args.output == "text" and not args.report:
+        return _print_text(args.command, reports, args.verbosity)
+    reports = list(reports)  # the JSON document and GitHub's summary need them all at once
+    document = render_json(args.command, args.to, reports, __version__)
     if args.report:
         try:
             with open(args.report, "w", encoding="utf-8") as f:
@@ -121,17 +124,28 @@ def main(argv=None):
         except OSError as exc:
             print(f"pth-legacy-keys: cannot write the report {args.report}: {exc.strerror}", file=sys.stderr)
             return 2
+    if args.output == "text":
+        return _print_text(args.command, reports, args.verbosity)
     if args.output == "json":
         print(document)
-    elif args.output == "github":
+    else:
         from .github import publish
 
         print(publish(args.command, args.to, reports, args.report))
-    else:
-        text = render_text(args.command, reports, args.verbosity)
-        if text:
-            print(text)
     return exit_code(reports)
+
+
+def _print_text(command, reports, verbosity):
+    """Print each file's lines as soon as it is examined, keeping only its status: memory stays
+    flat however many files there are."""
+    statuses = []
+    for report in reports:
+        for line in text_lines(report, verbosity):
+            print(encodable(line))
+        statuses.append(report.status)
+    if verbosity >= 0:
+        print(summary(command, statuses))
+    return max((STATUS_EXIT_CODES[status] for status in statuses), default=0)
 
 
 if __name__ == "__main__":

@@ -106,27 +106,20 @@ def exit_code(reports):
 
 
 def summary(command, reports):
-    counts = {}
-    for report in reports:
-        counts[report.status] = counts.get(report.status, 0) + 1
-    files = "file" if len(reports) == 1 else "files"
-    parts = [f"{counts[status]} {status}" for status in STATUS_EXIT_CODES if status in counts]
+    """The closing line; `reports` may be FileReports or their statuses."""
+    statuses = [getattr(report, "status", report) for report in reports]
+    counts = {status: statuses.count(status) for status in STATUS_EXIT_CODES if status in statuses}
+    files = "file" if len(statuses) == 1 else "files"
+    parts = [f"{n} {status}" for status, n in counts.items()]
     verb = "checked" if command == "check" else "examined"
-    return f"{verb} {len(reports)} {files}" + (": " + ", ".join(parts) if parts else "")
+    return f"{verb} {len(statuses)} {files}" + (": " + ", ".join(parts) if parts else "")
 
 
-def render_text(command, reports, verbosity):
-    """The text output: lines for files that need attention (all files with -v), then a summary."""
-    lines = []
-    for report in reports:
-        fine = report.status in ("ok", "skipped") and not report.lfs_pointer
-        if verbosity > 0 or not fine:
-            lines.append(report.line())
-        if verbosity > 0:
-            lines.extend(report.details())
-    if verbosity >= 0:
-        lines.append(summary(command, reports))
-    return "\n".join(lines)
+def text_lines(report, verbosity):
+    """The text output's lines for one file: none for a fine file unless -v, every rename with -v."""
+    fine = report.status in ("ok", "skipped") and not report.lfs_pointer
+    lines = [report.line()] if verbosity > 0 or not fine else []
+    return lines + report.details() if verbosity > 0 else lines
 
 
 def render_json(command, to, reports, version):

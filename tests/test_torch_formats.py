@@ -270,3 +270,58 @@ def test_torchscript_archive_is_skipped_with_its_reason(tmp_path, capsys):
     assert main(["fix", "-v", str(path)]) == 0
     assert f"{path}: skipped: a TorchScript archive (torch.jit.save)" in capsys.readouterr().out
     assert path.read_bytes() == before
+
+
+def spectral_discriminator(parametrized):
+    """An RVC-style discriminator block: spectral-normed convs (one transposed) beside a weight-normed one."""
+    torch.manual_seed(0)
+    layers = [nn.Conv1d(2, 4, 3, padding=1), nn.ConvTranspose1d(4, 4, 4, stride=2, padding=1), nn.Conv1d(4, 2, 3)]
+    spectral = nn.utils.parametrizations.spectral_norm if parametrized else nn.utils.spectral_norm
+    weight_norm = new_weight_norm if parametrized else nn.utils.weight_norm
+    return nn.Sequential(spectral(layers[0]), spectral(layers[1]), weight_norm(layers[2])).eval()
+
+
+def test_spectral_norm_converts_to_legacy_names_and_back(tmp_path, capsys):
+    parametrized = spectral_discriminator(parametrized=True)
+    path = tmp_path / "D_2333.pth"
+    torch.save(parametrized.state_dict(), path)
+    original_bytes = path.read_bytes()
+    assert main(["check", str(path)]) == 1
+    assert "8 parametrized weight-norm and spectral-norm keys in 3 modules" in capsys.readouterr().out
+
+    assert fix(path).status == "fixed"
+    legacy = spectral_discriminator(parametrized=False)
+    result = legacy.load_state_dict(load_every_way(path), strict=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert list(load(path)) == list(legacy.state_dict())
+    x = torch.randn(1, 2, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert_bit_equal(legacy(x), parametrized(x))
+
+    report = fix(path, to="parametrized")
+    assert report.status == "fixed" and report.families == {"weight-norm": 1, "spectral-norm": 2}
+    assert path.read_bytes() == original_bytes
+
+
+def test_a_legacy_spectral_norm_model_converts_to_parametrized(tmp_path):
+    legacy = spectral_discriminator(parametrized=False)
+    path = tmp_path / "D_1.pth"
+    torch.save(legacy.state_dict(), path)
+    assert fix(path, to="parametrized").status == "fixed"
+    parametrized = spectral_discriminator(parametrized=True)
+    result = parametrized.load_state_dict(load(path), strict=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    x = torch.randn(1, 2, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert_bit_equal(parametrized(x), legacy(x))
+
+
+def test_only_weight_norm_leaves_spectral_norm_alone(tmp_path, capsys):
+    path = tmp_path / "D_1.pth"
+    torch.save(spectral_discriminator(parametrized=True).state_dict(), path)
+    assert main(["fix", "--only", "weight-norm", str(path)]) == 0
+    assert "fixed: renamed 2 keys to legacy names" in capsys.readouterr().out
+    keys = list(load(path))
+    assert "2.weight_g" in keys and "0.parametrizations.weight.original" in keys
+    assert main(["check", "--only", "weight-norm", str(path)]) == 0
+    assert main(["check", str(path)]) == 1

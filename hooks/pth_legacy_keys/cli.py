@@ -8,7 +8,7 @@ import sys
 from . import __version__
 from .discover import DiscoveryError, collect, read_path_list
 from .engine import LFS_POINTER_CHOICES, fix, scan
-from .rename import DIRECTIONS, LEGACY
+from .rename import DIRECTIONS, FAMILIES, LEGACY
 from .report import STATUS_EXIT_CODES, encodable, exit_code, render_json, summary, text_lines
 
 DESCRIPTION = """\
@@ -45,6 +45,8 @@ def build_parser():
                              help="only the files changed between REV and HEAD (as git diff REV...HEAD)")
         command.add_argument("--to", choices=DIRECTIONS, default=LEGACY,
                              help="the key names to keep (default: %(default)s)")
+        command.add_argument("--only", choices=FAMILIES, metavar="{weight-norm,spectral-norm}",
+                             help="convert only this parametrization (default: both)")
         command.add_argument("--output", choices=("text", "json", "github"), default="text",
                              help="text lines; one JSON document; or GitHub Actions annotations, job "
                                   "summary and step outputs (default: %(default)s)")
@@ -74,18 +76,18 @@ def _positive_int(text):
     return value
 
 
-def examine_all(examine, files, to, lfs_pointers, jobs):
+def examine_all(examine, files, to, lfs_pointers, families, jobs):
     """Yield the reports for `files`, in their order; in `jobs` processes when there are enough files."""
     if jobs <= 1 or len(files) < PARALLEL_FROM:
         for path in files:
-            yield examine(path, to, lfs_pointers=lfs_pointers)
+            yield examine(path, to, lfs_pointers=lfs_pointers, families=families)
         return
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
     workers = min(jobs, len(files))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(partial(examine, to=to, lfs_pointers=lfs_pointers), files,
+        yield from pool.map(partial(examine, to=to, lfs_pointers=lfs_pointers, families=families), files,
                             chunksize=max(1, len(files) // (workers * 4)))
 
 
@@ -112,7 +114,8 @@ def main(argv=None):
 
             print(discovery_failed(str(exc)))
         return 2
-    reports = examine_all(examine, files, args.to, args.lfs_pointers, args.jobs)
+    families = (args.only,) if args.only else FAMILIES
+    reports = examine_all(examine, files, args.to, args.lfs_pointers, families, args.jobs)
     if args.output == "text" and not args.report:
         return _print_text(args.command, reports, args.verbosity)
     reports = list(reports)  # the JSON document and GitHub's summary need them all at once

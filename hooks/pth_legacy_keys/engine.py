@@ -5,26 +5,31 @@ import os
 from .container import file_identity, read_checkpoint, record_crc
 from .errors import CheckpointError, NotACheckpoint, Refused
 from .pickle_edit import replace_strings
-from .rename import DIRECTIONS, LEGACY, plan
+from .rename import DIRECTIONS, FAMILIES, LEGACY, plan
 from .report import FileReport
 from .writer import replace_atomically, write_legacy, write_zip
 
 LFS_POINTER_CHOICES = ("error", "skip")
 
 
-def scan(path, to=LEGACY, *, lfs_pointers="error"):
+def scan(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES):
     """Report what `fix` would rename in `path`, without changing it."""
-    return _run(path, to, lfs_pointers, write=False)
+    return _run(path, to, lfs_pointers, families, write=False)
 
 
-def fix(path, to=LEGACY, *, lfs_pointers="error"):
-    """Rename the keys of `path` to the `to` names in place, if any need it."""
-    return _run(path, to, lfs_pointers, write=True)
+def fix(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES):
+    """Rename the keys of `path` to the `to` names in place, if any need it.
+
+    `families` limits the parametrizations converted (weight norm, spectral norm).
+    """
+    return _run(path, to, lfs_pointers, families, write=True)
 
 
-def _run(path, to, lfs_pointers, write):
+def _run(path, to, lfs_pointers, families, write):
     if to not in DIRECTIONS:
         raise ValueError(f"to must be one of {DIRECTIONS}, not {to!r}")
+    if not families or set(families) - set(FAMILIES):
+        raise ValueError(f"families must be some of {FAMILIES}, not {families!r}")
     if lfs_pointers not in LFS_POINTER_CHOICES:
         raise ValueError(f"lfs_pointers must be one of {LFS_POINTER_CHOICES}, not {lfs_pointers!r}")
     path = os.fspath(path)
@@ -36,14 +41,15 @@ def _run(path, to, lfs_pointers, write):
         real_path = os.path.realpath(path)
         checkpoint = read_checkpoint(real_path, locate_all_records=write)
         report.format = checkpoint.format
-        renames = plan(checkpoint.root, to)
+        renames = plan(checkpoint.root, to, families)
         report.renames, report.param_names = renames.renames, renames.param_names
         report.modules, report.problems = renames.modules, renames.problems
+        report.families = renames.families
         if renames.problems:
             report.status = "cannot-convert"
         elif renames.renames or renames.param_names:
             if write:
-                _rewrite(real_path, checkpoint, renames, to)
+                _rewrite(real_path, checkpoint, renames, to, families)
                 report.status = "fixed"
             else:
                 report.status = "needs-fix"
@@ -65,7 +71,7 @@ def _run(path, to, lfs_pointers, write):
     return report
 
 
-def _rewrite(path, checkpoint, renames, to):
+def _rewrite(path, checkpoint, renames, to, families):
     new_pickle = replace_strings(checkpoint.pickle, renames.new_text.values())
     write_records = write_zip if checkpoint.format == "zip" else write_legacy
 
@@ -82,7 +88,7 @@ def _rewrite(path, checkpoint, renames, to):
             written = read_checkpoint(written_path, locate_all_records=True)
         except CheckpointError as exc:
             raise CheckpointError(f"the rewritten file did not read back ({exc}); nothing was changed") from None
-        again = plan(written.root, to)
+        again = plan(written.root, to, families)
         size_change = len(new_pickle) - len(checkpoint.pickle)
         if (written.format != checkpoint.format or written.pickle != new_pickle
                 or _copied_records(written) != _copied_records(checkpoint)

@@ -8,7 +8,7 @@ import os
 import shlex
 import uuid
 
-from .report import KIND, encodable, printable, summary
+from .report import encodable, printable, summary
 
 MAX_ANNOTATIONS = 10  # GitHub shows at most this many of one kind per step
 NEEDS_ATTENTION = ("needs-fix", "cannot-convert", "refused", "error", "not-checked")
@@ -43,7 +43,7 @@ def _annotation(report):
     if report.status == "needs-fix":
         why = ("older loaders ignore these keys without an error" if report.to == "legacy"
                else "this repository keeps the parametrized names")
-        return ("error", f"{KIND[report.to]} weight-norm keys",
+        return ("error", f"{report.key_kind()} keys",
                 f"{report.verdict()}; {why}. Fix: {fix_command(report.to, [report.path])}")
     if report.status == "not-checked":
         return "error", "Git LFS pointer, not checked", LFS_HINT

@@ -16,7 +16,12 @@ DIRECTIONS = (LEGACY, PARAMETRIZED)
 
 PARAMETRIZED_KEY = re.compile(r"(?P<prefix>(?:.*\.)?)parametrizations\.(?P<param>[^.]+)\.(?P<leaf>.+)")
 LEGACY_MAGNITUDE_KEY = re.compile(r"(?P<prefix>(?:.*\.)?)(?P<param>[^.]+)_g")
-WEIGHT_NORM_LEAVES = ("original0", "original1")
+LEGACY_ORIGINAL_KEY = re.compile(r"(?P<prefix>(?:.*\.)?)(?P<param>[^.]+)_orig")
+WEIGHT_NORM, SPECTRAL_NORM = "weight-norm", "spectral-norm"
+FAMILIES = (WEIGHT_NORM, SPECTRAL_NORM)
+WEIGHT_NORM_LEAVES = ("original0", "original1")  # -> _g, _v
+SPECTRAL_NORM_LEAVES = ("original", "0._u", "0._v")  # -> _orig, _u, _v
+SPECTRAL_NORM_SUFFIXES = ("_orig", "_u", "_v")
 
 
 # where: the dict holding the key (or the list holding the name), as a path from the top
@@ -30,6 +35,7 @@ class Plan:
         self.renames = []  # Rename of state-dict keys
         self.param_names = []  # Rename of optimizer param_groups' param_names
         self.modules = 0
+        self.families = {}  # family -> modules renamed
         self.problems = []  # Problem
         self.new_text = {}  # id(Text) -> (Text, new value)
 
@@ -41,18 +47,24 @@ class _Survey:
         self.other_uses = set()  # id(Text) used anywhere but as a state-dict key
 
 
-def plan(root, to=LEGACY):
-    """Work out every rename that brings the tree `root` to the `to` format."""
+def plan(root, to=LEGACY, families=FAMILIES):
+    """Work out every rename that brings the tree `root` to the `to` format.
+
+    `families` are the parametrizations to convert: weight norm, spectral norm or both.
+    """
     survey = _survey(root)
     result = Plan()
     by_old = {}
     plan_dict = _plan_to_legacy if to == LEGACY else _plan_to_parametrized
     for where, state_dict in survey.state_dicts:
-        for module, pairs, reason in plan_dict(state_dict):
+        for family, module, pairs, reason in plan_dict(state_dict):
+            if family is not None and family not in families:
+                continue
             if reason:
                 result.problems.append(Problem(where, module, reason))
                 continue
             result.modules += 1
+            result.families[family] = result.families.get(family, 0) + 1
             for text, new in pairs:
                 result.renames.append(Rename(where, text.value, new))
                 _assign(result, text, new, where, module, survey)
@@ -162,13 +174,13 @@ def _duplicates_problem(state_dict):
     seen = set()
     for text in _keys(state_dict):
         if text.value in seen:
-            return [(text.value, [], f"the key '{text.value}' appears twice in one dict")]
+            return [(None, text.value, [], f"the key '{text.value}' appears twice in one dict")]
         seen.add(text.value)
     return None
 
 
 def _plan_to_legacy(state_dict):
-    """Yield (module, [(Text, new name)], reason or None) for each weight-norm module."""
+    """(family, module, [(Text, new name)], reason or None) for each weight- or spectral-norm module."""
     duplicates = _duplicates_problem(state_dict)
     if duplicates:
         return duplicates
@@ -183,8 +195,11 @@ def _plan_to_legacy(state_dict):
         stacked = {key.value for key, _ in state_dict.metadata.items if type(key) is Text}
     found = []
     for (prefix, param), leaves in groups.items():
+        if set(leaves) == set(SPECTRAL_NORM_LEAVES):
+            found.append(_spectral_norm_to_legacy(prefix, param, leaves, values, stacked))
+            continue
         if not any(leaf in leaves for leaf in WEIGHT_NORM_LEAVES):
-            continue  # spectral norm, orthogonal, ...: not weight norm
+            continue  # orthogonal, a custom one-tensor parametrization ...: no legacy names exist
         module = prefix + param
         base = f"{prefix}parametrizations.{param}."
         targets = (module + "_g", module + "_v")
@@ -204,8 +219,35 @@ def _plan_to_legacy(state_dict):
             if taken:
                 reason = f"the legacy name {taken[0]} is already a key"
         pairs = [] if reason else [(leaves["original0"], targets[0]), (leaves["original1"], targets[1])]
-        found.append((module, pairs, reason))
+        found.append((WEIGHT_NORM, module, pairs, reason))
     return found
+
+
+def _spectral_norm_to_legacy(prefix, param, leaves, values, stacked):
+    module = prefix + param
+    base = f"{prefix}parametrizations.{param}."
+    targets = tuple(module + suffix for suffix in SPECTRAL_NORM_SUFFIXES)
+    reason = None
+    if base + "1" in stacked:
+        reason = "a second parametrization is stacked on its spectral norm"
+    elif not _is_spectral_norm_state(*(values[base + leaf] for leaf in SPECTRAL_NORM_LEAVES)):
+        reason = "its original, _u and _v do not have a spectral norm's shapes"
+    else:
+        taken = [name for name in (module,) + targets if name in values]
+        if taken:
+            reason = f"the legacy name {taken[0]} is already a key"
+    pairs = [] if reason else [(leaves[leaf], target) for leaf, target in zip(SPECTRAL_NORM_LEAVES, targets)]
+    return SPECTRAL_NORM, module, pairs, reason
+
+
+def _is_spectral_norm_state(weight, u, v):
+    """u and v are the singular vectors of the weight seen as a (len(u), len(v)) matrix."""
+    if not all(type(t) is Tensor for t in (weight, u, v)) or len(u.shape) != 1 or len(v.shape) != 1:
+        return False
+    numel = 1
+    for size in weight.shape:
+        numel *= size
+    return u.shape[0] * v.shape[0] == numel and u.shape[0] in weight.shape
 
 
 def _plan_to_parametrized(state_dict):
@@ -239,5 +281,23 @@ def _plan_to_parametrized(state_dict):
             elif base in parametrized:
                 reason = f"{base}* is already in the state dict"
         pairs = [] if reason else [(text, base + "original0"), (texts[module + "_v"], base + "original1")]
-        found.append((module, pairs, reason))
+        found.append((WEIGHT_NORM, module, pairs, reason))
+    for text in _keys(state_dict):
+        match = LEGACY_ORIGINAL_KEY.fullmatch(text.value)
+        if not match:
+            continue
+        module = match["prefix"] + match["param"]
+        names = [module + suffix for suffix in SPECTRAL_NORM_SUFFIXES]
+        if not all(name in values for name in names) or module + "_g" in values:
+            continue  # not a spectral norm; or, with _g, already reported as ambiguous above
+        base = f"{match['prefix']}parametrizations.{match['param']}."
+        reason = None
+        if not _is_spectral_norm_state(*(values[name] for name in names)):
+            reason = f"{module}_orig, _u and _v do not have a spectral norm's shapes"
+        elif module in values:
+            reason = f"{module} is already a key"
+        elif base in parametrized:
+            reason = f"{base}* is already in the state dict"
+        pairs = [] if reason else [(texts[name], base + leaf) for name, leaf in zip(names, SPECTRAL_NORM_LEAVES)]
+        found.append((SPECTRAL_NORM, module, pairs, reason))
     return found

@@ -1,6 +1,6 @@
 """What we found in each file, and how it is shown: one-line text or a JSON document."""
 
-from .rename import LEGACY
+from .rename import FAMILIES, LEGACY
 
 SCHEMA_VERSION = 1
 
@@ -41,6 +41,7 @@ class FileReport:
         self.renames = []  # rename.Rename of state-dict keys
         self.param_names = []  # rename.Rename of optimizer param_names
         self.modules = 0
+        self.families = {}  # "weight-norm" / "spectral-norm" -> modules renamed
         self.problems = []  # rename.Problem
         self.reason = None
         self.lfs_pointer = False
@@ -53,6 +54,11 @@ class FileReport:
     def exit_code(self):
         return STATUS_EXIT_CODES[self.status]
 
+    def key_kind(self):
+        """"parametrized weight-norm", "legacy spectral-norm" ...: what the renamed keys are."""
+        families = " and ".join(family for family in FAMILIES if self.families.get(family)) or "weight-norm"
+        return f"{KIND[self.to]} {families}"
+
     def line(self):
         """The one line shown for this file."""
         return f"{printable(self.path)}: {printable(self.verdict())}"
@@ -62,7 +68,7 @@ class FileReport:
         if self.status == "needs-fix":
             noun = "key" if len(self.renames) == 1 else "keys"
             modules = "module" if self.modules == 1 else "modules"
-            return (f"{len(self.renames)} {KIND[self.to]} weight-norm {noun} in "
+            return (f"{len(self.renames)} {self.key_kind()} {noun} in "
                     f"{self.modules} {modules} (e.g. {self.renames[0].old})")
         if self.status == "fixed":
             noun = "key" if len(self.renames) == 1 else "keys"
@@ -94,6 +100,7 @@ class FileReport:
             "status": self.status,
             "format": self.format,
             "modules": self.modules,
+            "families": dict(self.families),
             "renames": [{"dict": r.where, "old": r.old, "new": r.new} for r in self.renames],
             "param_names": [{"list": r.where, "old": r.old, "new": r.new} for r in self.param_names],
             "problems": [{"dict": p.where, "module": p.module, "reason": p.reason} for p in self.problems],

@@ -9,7 +9,7 @@ from . import __version__
 from .discover import DiscoveryError, collect, read_path_list
 from .engine import LFS_POINTER_CHOICES, fix, scan
 from .rename import DIRECTIONS, FAMILIES, LEGACY
-from .report import STATUS_EXIT_CODES, encodable, exit_code, render_json, summary, text_lines
+from .report import encodable, exit_code, render_json, summary, text_lines
 
 DESCRIPTION = """\
 Keep PyTorch checkpoints loadable by software that expects legacy weight-norm keys
@@ -135,7 +135,7 @@ def main(argv=None):
         from .github import publish
 
         print(publish(args.command, args.to, reports, args.report))
-    return exit_code(reports)
+    return exit_code([report.status for report in reports])
 
 
 def _print_text(command, reports, verbosity):
@@ -148,7 +148,7 @@ def _print_text(command, reports, verbosity):
         statuses.append(report.status)
     if verbosity >= 0:
         print(summary(command, statuses))
-    return max((STATUS_EXIT_CODES[status] for status in statuses), default=0)
+    return exit_code(statuses)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def _git_tracked_checkpoints():
         return None
     if listing.returncode != 0:
         return None
-    names = [os.fsdecode(name) for name in listing.stdout.split(b"\0") if name]
+    names = _nul_separated(listing.stdout)
     # A tracked file deleted from the work tree has nothing to examine until it is committed.
     return [name for name in names if CHECKPOINT_NAME.fullmatch(name) and os.path.lexists(name)]
 
@@ -87,7 +87,12 @@ def _git_changed_files(revision):
         message = os.fsdecode(diff.stderr).strip().splitlines()
         raise DiscoveryError(f"cannot list the files changed since {revision}: "
                              f"{message[0] if message else 'git diff failed'}")
-    return {os.path.normpath(os.fsdecode(name)) for name in diff.stdout.split(b"\0") if name}
+    return {os.path.normpath(name) for name in _nul_separated(diff.stdout)}
+
+
+def _nul_separated(output):
+    """The paths in git's -z output."""
+    return [os.fsdecode(name) for name in output.split(b"\0") if name]
 
 
 def _walk(folder):

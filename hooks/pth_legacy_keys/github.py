@@ -8,10 +8,10 @@ import os
 import shlex
 import uuid
 
-from .report import encodable, printable, summary
+from .report import STATUS_EXIT_CODES, encodable, printable, summary
 
 MAX_ANNOTATIONS = 10  # GitHub shows at most this many of one kind per step
-NEEDS_ATTENTION = ("needs-fix", "cannot-convert", "refused", "error", "not-checked")
+NEEDS_ATTENTION = tuple(status for status, code in STATUS_EXIT_CODES.items() if code)  # "offending"
 LFS_HINT = ("this is a Git LFS pointer, not the checkpoint: check out with `lfs: true` "
             "(actions/checkout) so that the real file is examined")
 
@@ -26,7 +26,7 @@ def escape_property(text):
 
 def publish(command, to, reports, report_path=None, environ=os.environ):
     """Return the log text; append the summary and the outputs where GitHub asks for them."""
-    lines = _annotations(reports) + [escape_data(summary(command, reports))]
+    lines = _annotations(reports) + [escape_data(summary(command, [r.status for r in reports]))]
     summary_file = environ.get("GITHUB_STEP_SUMMARY")
     if summary_file:
         with open(summary_file, "a", encoding="utf-8") as f:
@@ -94,7 +94,7 @@ def job_summary(command, to, reports):
                     f"| {escape_markdown(example)} |")
     to_fix = [report.path for report in reports if report.status == "needs-fix"]
     parts = [f"### pth-legacy-keys {command} ({to} names)", "", *rows, "",
-             f"**{escape_markdown(summary(command, reports))}**", ""]
+             f"**{escape_markdown(summary(command, [r.status for r in reports]))}**", ""]
     if to_fix:
         parts += [
             "To fix them locally, install pth-legacy-keys and run:", "", "```sh", fix_command(to, to_fix), "```", "",

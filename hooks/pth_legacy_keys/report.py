@@ -108,16 +108,20 @@ class FileReport:
         }
 
 
-def exit_code(reports):
-    return max((report.exit_code for report in reports), default=0)
+def exit_code(statuses):
+    """The exit code for files with these statuses: the worst one decides."""
+    return max((STATUS_EXIT_CODES[status] for status in statuses), default=0)
 
 
-def summary(command, reports):
-    """The closing line; `reports` may be FileReports or their statuses."""
-    statuses = [getattr(report, "status", report) for report in reports]
-    counts = {status: statuses.count(status) for status in STATUS_EXIT_CODES if status in statuses}
+def status_counts(statuses):
+    """How many files have each status, every status listed, in STATUS_EXIT_CODES' order."""
+    return {status: statuses.count(status) for status in STATUS_EXIT_CODES}
+
+
+def summary(command, statuses):
+    """The closing line, from the files' statuses."""
+    parts = [f"{n} {status}" for status, n in status_counts(statuses).items() if n]
     files = "file" if len(statuses) == 1 else "files"
-    parts = [f"{n} {status}" for status, n in counts.items()]
     verb = "checked" if command == "check" else "examined"
     return f"{verb} {len(statuses)} {files}" + (": " + ", ".join(parts) if parts else "")
 
@@ -131,14 +135,15 @@ def text_lines(report, verbosity):
 
 def render_json(command, to, reports, version):
     import json  # only the JSON output needs it: keep start-up short for hooks
+    statuses = [report.status for report in reports]
     document = {
         "schema_version": SCHEMA_VERSION,
         "tool": "pth-legacy-keys",
         "version": version,
         "command": command,
         "to": to,
-        "exit_code": exit_code(reports),
-        "summary": {status: sum(r.status == status for r in reports) for status in STATUS_EXIT_CODES},
+        "exit_code": exit_code(statuses),
+        "summary": status_counts(statuses),
         "files": [report.to_json() for report in reports],
     }
     # ASCII: the strings come from the file and may hold lone surrogates, which UTF-8 cannot carry.

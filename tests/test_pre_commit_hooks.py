@@ -81,11 +81,16 @@ def test_args_cannot_turn_a_check_into_a_fix(tmp_path, capsys):
 @pytest.mark.parametrize("name, matches", [
     ("voice.pth", True), ("G_2333.PTH", True), ("model.pt", True), ("last.ckpt", True),
     ("models/deep/D_1.Pth", True), ("easy-install.pth", True),
-    ("model.safetensors", False), ("notes.txt", False), ("voice.pth.bak", False), ("pth", False),
+    ("model.safetensors", True), ("shards/model-00001-of-00002.SafeTensors", True),
+    ("notes.txt", False), ("voice.pth.bak", False), ("pth", False), ("model.safetensors.index.json", False),
 ])
 def test_hook_files_pattern(name, matches):
+    """The hooks and the CLI's own default file set (a folder walked, a repository) agree."""
+    from pth_legacy_keys.discover import CHECKPOINT_NAME
+
     for hook in manifest().values():
         assert bool(re.search(hook["files"], name)) is matches
+    assert bool(CHECKPOINT_NAME.fullmatch(name)) is matches
 
 
 @pytest.mark.parametrize("content", [PARAMETRIZED.read_bytes(), b"version https://git-lfs.github.com/spec/v1\n"

@@ -37,7 +37,7 @@ def build_parser():
         command = commands.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
                                       formatter_class=argparse.RawDescriptionHelpFormatter)
         command.add_argument("paths", nargs="*", metavar="PATH",
-                             help="files (any name), folders (walked for *.pth, *.pt, *.ckpt) or globs; "
+                             help="files (any name), folders (walked for *.pth, *.pt, *.ckpt, *.safetensors) or globs; "
                                   "default: the tracked checkpoints of the current git repository")
         command.add_argument("--files-from", metavar="FILE",
                              help="more PATHs, one per line, from FILE (- for standard input)")

@@ -1,4 +1,4 @@
-"""Read a checkpoint's container: the zip written by torch.save, or the legacy format.
+"""Read a checkpoint's container: the zip written by torch.save, the legacy format, or safetensors.
 
 Reading a zip checkpoint touches the end records, the central directory, the local
 header of the pickle record and the pickle itself: never the tensor data.  Anything
@@ -13,7 +13,8 @@ import struct
 import zlib
 
 from .errors import CheckpointError, NotACheckpoint, Refused
-from .pickle_walk import MAX_PICKLE_BYTES, Storage, Text, Truncated, storage_type_size, walk
+from .pickle_walk import MAX_PICKLE_BYTES, Storage, Text, Truncated, storage_type_dtype, storage_type_size, walk
+from .safetensors_file import looks_like_safetensors, read_header, tree
 
 LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
 CENTRAL_HEADER = struct.Struct("<IHHHHHHIIIHHHHHII")
@@ -69,6 +70,10 @@ class Checkpoint:
         self.pickle_record = pickle_record
         self.alignment = 64  # zip: what .storage_alignment says, once read
         self.identity = None  # file_identity() of the file as it was read
+        self.prefix = ""  # zip: the folder every record sits in ("archive/")
+        self.globals = []  # the dotted names the pickle imports
+        self.protocol = None  # the pickle protocol
+        self.header = None  # safetensors: its SafetensorsHeader (and no pickle)
 
 
 def read_checkpoint(path, *, locate_all_records=False):
@@ -86,6 +91,8 @@ def read_checkpoint(path, *, locate_all_records=False):
             checkpoint = _read_zip(f, path, file_size, locate_all_records)
         elif head.startswith(LEGACY_HEAD):
             checkpoint = _read_legacy(f, path, file_size)
+        elif looks_like_safetensors(head):
+            checkpoint = _read_safetensors(f, path, file_size)
         else:
             raise _not_a_checkpoint(head, file_size)
         checkpoint.identity = file_identity(status)
@@ -172,6 +179,7 @@ def _read_zip(f, path, file_size, locate_all_records):
     result = _walk_whole(pickle, persistent_id, "the pickle record")
     checkpoint = Checkpoint(path, "zip", file_size, pickle, pickle_record.data_offset, result.root,
                             records, pickle_record)
+    checkpoint.prefix, checkpoint.globals, checkpoint.protocol = prefix, result.globals, result.protocol
     alignment = by_name.get(prefix + ".storage_alignment")
     if locate_all_records and alignment is not None:
         checkpoint.alignment = _parse_alignment(_pread(f, alignment.data_offset, alignment.size))
@@ -332,7 +340,7 @@ def _storage_reference(pid, length):
     key = pid[2].value
     if not (key.isascii() and key.isdigit()):
         raise Refused(f"the pickle names a storage key that is not a number: {key[:40]!r}")
-    return Storage(key, storage_type_size(pid[1]), pid[4])
+    return Storage(key, storage_type_size(pid[1]), pid[4], storage_type_dtype(pid[1]), pid[3].value)
 
 
 def _walk_whole(data, persistent_id, what):
@@ -347,8 +355,12 @@ def _walk_whole(data, persistent_id, what):
 
 def record_crc(f, record):
     """The CRC-32 of a located record's data, read in chunks."""
+    return region_crc(f, record.data_offset, record.size)
+
+
+def region_crc(f, offset, remaining):
+    """The CRC-32 of `remaining` bytes of `f` from `offset`, read in chunks."""
     crc = 0
-    offset, remaining = record.data_offset, record.size
     while remaining:
         chunk = _pread(f, offset, min(remaining, 1 << 20))
         crc = zlib.crc32(chunk, crc)
@@ -400,7 +412,16 @@ def _walk_legacy(data, path, file_size):
         raise CheckpointError("truncated: the file ends inside its storages")
     if expected_size < file_size:
         raise Refused(f"{file_size - expected_size} bytes follow the last storage")
-    return Checkpoint(path, "legacy", file_size, main_pickle[:main.end], main_start, main.root)
+    checkpoint = Checkpoint(path, "legacy", file_size, main_pickle[:main.end], main_start, main.root)
+    checkpoint.globals, checkpoint.protocol = main.globals, main.protocol
+    return checkpoint
+
+
+def _read_safetensors(f, path, file_size):
+    header = read_header(f, file_size, _pread)
+    checkpoint = Checkpoint(path, "safetensors", file_size, None, None, tree(header))
+    checkpoint.header = header
+    return checkpoint
 
 
 def _legacy_persistent_id(pid):

@@ -4,7 +4,7 @@ import os
 import re
 
 # DOTALL: a name with a newline in it is still a checkpoint name, and must not slip through.
-CHECKPOINT_NAME = re.compile(r"(?is).*\.(pth|pt|ckpt)")
+CHECKPOINT_NAME = re.compile(r"(?is).*\.(pth|pt|ckpt|safetensors)")
 SKIPPED_FOLDERS = frozenset((".git", ".hg", ".svn"))
 GLOB_CHARACTERS = frozenset("*?[")
 

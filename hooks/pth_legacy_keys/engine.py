@@ -2,12 +2,13 @@
 
 import os
 
-from .container import file_identity, read_checkpoint, record_crc
+from .container import file_identity, read_checkpoint, record_crc, region_crc
 from .errors import CheckpointError, NotACheckpoint, Refused
 from .pickle_edit import replace_strings
 from .rename import DIRECTIONS, FAMILIES, LEGACY, plan
 from .report import FileReport
-from .writer import replace_atomically, write_legacy, write_zip
+from .safetensors_file import replace_keys
+from .writer import replace_atomically, write_legacy, write_safetensors, write_zip
 
 LFS_POINTER_CHOICES = ("error", "skip")
 
@@ -72,15 +73,19 @@ def _run(path, to, lfs_pointers, families, write):
 
 
 def _rewrite(path, checkpoint, renames, to, families):
-    new_pickle = replace_strings(checkpoint.pickle, renames.new_text.values())
-    write_records = write_zip if checkpoint.format == "zip" else write_legacy
+    if checkpoint.format == "safetensors":
+        new_names = replace_keys(checkpoint.header, renames.new_text.values())
+        write_records = write_safetensors
+    else:
+        new_names = replace_strings(checkpoint.pickle, renames.new_text.values())
+        write_records = write_zip if checkpoint.format == "zip" else write_legacy
 
     def write(out):
         with open(path, "rb", buffering=0) as source:
             # Copy from the very file that was read, not from one that replaced it since.
             if file_identity(os.fstat(source.fileno())) != checkpoint.identity:
                 raise CheckpointError("the file changed while it was being fixed; nothing was changed")
-            write_records(source, checkpoint, new_pickle, out)
+            write_records(source, checkpoint, new_names, out)
 
     def verify(written_path):
         """Read our own output as a stranger's file: it must be the intended one, fully converted."""
@@ -89,15 +94,23 @@ def _rewrite(path, checkpoint, renames, to, families):
         except CheckpointError as exc:
             raise CheckpointError(f"the rewritten file did not read back ({exc}); nothing was changed") from None
         again = plan(written.root, to, families)
-        size_change = len(new_pickle) - len(checkpoint.pickle)
-        if (written.format != checkpoint.format or written.pickle != new_pickle
+        size_change = len(new_names) - len(_names(checkpoint))
+        if (written.format != checkpoint.format or _names(written) != new_names
                 or _copied_records(written) != _copied_records(checkpoint)
-                or (checkpoint.format == "legacy" and written.file_size != checkpoint.file_size + size_change)
+                or (checkpoint.format != "zip" and written.file_size != checkpoint.file_size + size_change)
                 or again.renames or again.param_names or again.problems):
             raise CheckpointError("the rewritten file did not read back as intended; nothing was changed")
-        _verify_copied_bytes(checkpoint, written)
+        if checkpoint.format == "safetensors":
+            _verify_tensor_bytes(checkpoint, written)
+        else:
+            _verify_copied_bytes(checkpoint, written)
 
     replace_atomically(path, checkpoint.identity, write, verify)
+
+
+def _names(checkpoint):
+    """The bytes that hold the key names: the main pickle, or safetensors' length and header."""
+    return checkpoint.header.raw if checkpoint.format == "safetensors" else checkpoint.pickle
 
 
 def _verify_copied_bytes(checkpoint, written):
@@ -111,6 +124,15 @@ def _verify_copied_bytes(checkpoint, written):
                 if record_crc(source, original) != original.crc:
                     raise Refused(f"record '{record.name}' does not match its CRC")
             raise CheckpointError(f"record '{record.name}' was not copied intact; nothing was changed")
+
+
+def _verify_tensor_bytes(checkpoint, written):
+    """safetensors stores no checksums: compare the copied tensor bytes with the original's."""
+    length = checkpoint.file_size - checkpoint.header.data_start
+    with open(checkpoint.path, "rb", buffering=0) as source, open(written.path, "rb", buffering=0) as output:
+        if region_crc(source, checkpoint.header.data_start, length) != region_crc(
+                output, written.header.data_start, length):
+            raise CheckpointError("the tensor bytes were not copied intact; nothing was changed")
 
 
 def _copied_records(checkpoint):

@@ -20,12 +20,14 @@ MAX_MARKS = 10_000
 MAX_DEPTH = 100
 MAX_INT_BYTES = 64
 
-STORAGE_ELEMENT_SIZES = {
-    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
-    "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1,
-    "ByteStorage": 1, "BoolStorage": 1, "ComplexDoubleStorage": 16,
-    "ComplexFloatStorage": 8, "QUInt8Storage": 1, "QInt8Storage": 1,
-    "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1,
+# torch's typed storage classes: element size, dtype
+STORAGE_TYPES = {
+    "DoubleStorage": (8, "float64"), "FloatStorage": (4, "float32"), "HalfStorage": (2, "float16"),
+    "BFloat16Storage": (2, "bfloat16"), "LongStorage": (8, "int64"), "IntStorage": (4, "int32"),
+    "ShortStorage": (2, "int16"), "CharStorage": (1, "int8"), "ByteStorage": (1, "uint8"),
+    "BoolStorage": (1, "bool"), "ComplexDoubleStorage": (16, "complex128"),
+    "ComplexFloatStorage": (8, "complex64"), "QUInt8Storage": (1, "quint8"), "QInt8Storage": (1, "qint8"),
+    "QInt32Storage": (4, "qint32"), "QUInt4x2Storage": (1, "quint4x2"), "QUInt2x4Storage": (1, "quint2x4"),
 }
 DTYPES = frozenset((
     "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8",
@@ -49,7 +51,7 @@ ROLES = {
     ("collections", "OrderedDict"): ORDERED_DICT,
     ("_codecs", "encode"): ENCODE,  # how protocol 2 spells a bytes value
     ("torch.storage", "UntypedStorage"): STORAGE,
-    **{("torch", name): STORAGE for name in STORAGE_ELEMENT_SIZES},
+    **{("torch", name): STORAGE for name in STORAGE_TYPES},
     **{("torch", name): DTYPE for name in DTYPES},
 }
 
@@ -87,20 +89,23 @@ class Global:
 
 
 class Storage:
-    __slots__ = ("key", "element_size", "numel")
+    __slots__ = ("key", "element_size", "numel", "dtype", "location")
 
-    def __init__(self, key, element_size, numel):
+    def __init__(self, key, element_size, numel, dtype=None, location=None):
         self.key = key
         self.element_size = element_size
         self.numel = numel
+        self.dtype = dtype  # "float32" ...; None for an untyped storage
+        self.location = location  # the device it was saved from: "cpu", "cuda:0" ...
 
 
 class Tensor:
-    __slots__ = ("storage", "shape")
+    __slots__ = ("storage", "shape", "dtype")
 
-    def __init__(self, storage, shape):
+    def __init__(self, storage, shape, dtype=None):
         self.storage = storage
         self.shape = shape
+        self.dtype = dtype
 
 
 class Dict:
@@ -124,12 +129,14 @@ class Bytes:
 
 
 class WalkResult:
-    __slots__ = ("root", "end", "storages")
+    __slots__ = ("root", "end", "storages", "globals", "protocol")
 
-    def __init__(self, root, end, storages):
+    def __init__(self, root, end, storages, globals, protocol):
         self.root = root
         self.end = end  # offset just past STOP
         self.storages = storages
+        self.globals = globals  # the dotted names it imports, in first-use order
+        self.protocol = protocol  # from its PROTO opcode; None without one
 
 
 OPCODE_NAMES = {
@@ -176,6 +183,7 @@ def walk(data, start=0, persistent_id=None):
     fence = 0  # like CPython's unpickler: no opcode may take items from below the last MARK
     memo = {}
     storages = []
+    imported = {}  # dotted name -> None: the globals in first-use order
     pos = start
     end = len(data)
     # Every opcode takes at least one byte, so the size cap also caps the opcode count.
@@ -285,6 +293,7 @@ def walk(data, start=0, persistent_id=None):
                 _target(stack, list, "APPEND", fence).append(value)
             elif op == 0x63:  # GLOBAL
                 value, pos = _global(data, pos)
+                imported[value.dotted] = None
                 push(value)
             elif op == 0x62:  # BUILD
                 if len(stack) - 2 < fence:
@@ -315,7 +324,8 @@ def walk(data, start=0, persistent_id=None):
                     raise CheckpointError("the pickle stops with a malformed stack")
                 root = stack[0]
                 _check_depth(root)
-                return WalkResult(root, pos, storages)
+                protocol = data[start + 1] if data[start] == 0x80 else None
+                return WalkResult(root, pos, storages, list(imported), protocol)
             else:
                 name = OPCODE_NAMES.get(op, f"0x{op:02x}")
                 raise Refused(f"the pickle uses opcode {name}, which a plain checkpoint never does")
@@ -430,7 +440,8 @@ def _rebuild_tensor(callable_, args):
         ok = count == 6 or count == 7
     if (ok and type(args[0]) is Storage and type(args[1]) is int and _is_ints(args[2])
             and _is_ints(args[3]) and type(args[4]) is bool and type(args[5]) is Dict):
-        return Tensor(args[0], args[2])
+        dtype = args[6].name if callable_.role is TENSOR_V3 else args[0].dtype
+        return Tensor(args[0], args[2], dtype)
     raise Refused(f"the pickle calls '{callable_.dotted}' with arguments a plain checkpoint never has")
 
 
@@ -478,8 +489,13 @@ def _check_depth(root):
         todo.extend((child, depth + 1) for child in children)
 
 
+def storage_type_dtype(storage_type):
+    """The dtype a typed storage class holds ("float32" for FloatStorage); None for UntypedStorage."""
+    return STORAGE_TYPES.get(storage_type.name, (1, None))[1]
+
+
 def storage_type_size(storage_type):
     """The element size for a persistent id's storage type, refusing any other global."""
     if _role(storage_type) is not STORAGE:
         raise Refused("the pickle names a storage type that is not a torch storage class")
-    return STORAGE_ELEMENT_SIZES.get(storage_type.name, 1)  # UntypedStorage counts bytes
+    return STORAGE_TYPES.get(storage_type.name, (1, None))[0]  # UntypedStorage counts bytes

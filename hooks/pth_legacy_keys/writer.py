@@ -133,6 +133,13 @@ def write_legacy(source, checkpoint, new_pickle, out):
     out.copy_from(source, tail, checkpoint.file_size - tail)
 
 
+def write_safetensors(source, checkpoint, new_header, out):
+    """safetensors: a new length and header, then the tensor bytes as they are."""
+    out.write(new_header)
+    data_start = checkpoint.header.data_start
+    out.copy_from(source, data_start, checkpoint.file_size - data_start)
+
+
 def replace_atomically(path, identity, write, verify):
     """Write a new version of `path` beside it and swap it in, or leave `path` untouched.
 

@@ -1,0 +1,202 @@
+"""Read and rewrite a .safetensors file: an 8-byte header length, a JSON header, the tensor bytes.
+
+Only the header is read, and only its key strings are rewritten: every other header
+byte stays, the space padding is redone so the tensor bytes keep their 8-byte
+alignment, and the tensor bytes are copied as they are (their offsets count from the
+end of the header, so they do not move).  What the safetensors library refuses to
+load, we refuse to touch.
+"""
+
+import json
+import struct
+from json.decoder import scanstring
+
+from .errors import CheckpointError, Refused
+from .pickle_walk import Dict, Storage, Tensor, Text
+
+HEADER_LENGTH = struct.Struct("<Q")
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
+METADATA_KEY = "__metadata__"
+ALIGNMENT = 8
+WHITESPACE = " \t\n\r"
+# safetensors dtype -> (bits per element, torch's name for it)
+DTYPES = {
+    "BOOL": (8, "bool"), "U8": (8, "uint8"), "I8": (8, "int8"), "F8_E5M2": (8, "float8_e5m2"),
+    "F8_E4M3": (8, "float8_e4m3fn"), "F8_E8M0": (8, "float8_e8m0fnu"), "F4": (4, "float4_e2m1fn_x2"),
+    "F6_E2M3": (6, "float6_e2m3"), "F6_E3M2": (6, "float6_e3m2"),
+    "I16": (16, "int16"), "U16": (16, "uint16"), "F16": (16, "float16"), "BF16": (16, "bfloat16"),
+    "I32": (32, "int32"), "U32": (32, "uint32"), "F32": (32, "float32"), "C64": (64, "complex64"),
+    "F64": (64, "float64"), "I64": (64, "int64"), "U64": (64, "uint64"),
+}
+
+
+def looks_like_safetensors(head):
+    """A little-endian length, then a JSON object: what every safetensors file starts with."""
+    return len(head) >= HEADER_LENGTH.size + 1 and head[HEADER_LENGTH.size:HEADER_LENGTH.size + 1] == b"{"
+
+
+class SafetensorsHeader:
+    """The parsed header: its text, the tensors in header order, the metadata, where data begins."""
+
+    def __init__(self, raw, text, tensors, metadata, data_start):
+        self.raw = raw  # the file's first data_start bytes: the length and the header
+        self.text = text
+        self.tensors = tensors  # [(Text key, dtype, shape, (begin, end))]
+        self.metadata = metadata  # the __metadata__ dict, or None
+        self.data_start = data_start  # file offset of the first tensor byte
+
+
+def read_header(f, file_size, pread):
+    """Read and validate the header of the safetensors file `f`; tensor bytes are not read."""
+    head = pread(f, 0, HEADER_LENGTH.size)
+    length = HEADER_LENGTH.unpack(head)[0]
+    if length > MAX_HEADER_BYTES:
+        raise Refused(f"the safetensors header claims {length} bytes, more than the "
+                      f"{MAX_HEADER_BYTES} the safetensors library reads")
+    if HEADER_LENGTH.size + length > file_size:
+        raise CheckpointError("truncated: the file ends inside its safetensors header")
+    raw = pread(f, HEADER_LENGTH.size, length)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError("the safetensors header is not UTF-8") from None
+    entries = _top_level_entries(text)
+    data_start = HEADER_LENGTH.size + length
+    tensors, metadata = _validate(entries, file_size - data_start)
+    return SafetensorsHeader(head + raw, text, tensors, metadata, data_start)
+
+
+def tree(header):
+    """The header as the inert tree the rename rules read: one state dict of tensors."""
+    state_dict = Dict()
+    for key, dtype, shape, (begin, end) in header.tensors:
+        storage = Storage(key.value, 1, end - begin, DTYPES[dtype][1])  # safetensors holds no device
+        state_dict.items.append((key, Tensor(storage, tuple(shape), DTYPES[dtype][1])))
+    return state_dict
+
+
+def replace_keys(header, replacements):
+    """The header bytes with each key string in `replacements` ((Text, new name)) replaced.
+
+    A header whose length was a multiple of 8 stays one, by its trailing spaces, as the
+    safetensors library pads it; any other header keeps its trailing whitespace as it was.
+    """
+    text = header.text
+    out = []
+    pos = 0
+    for key, new in sorted(replacements, key=lambda pair: pair[0].offset):
+        out.append(text[pos:key.offset])
+        out.append(json.dumps(new, ensure_ascii=False))
+        pos = key.offset + key.nbytes
+    out.append(text[pos:])
+    new_text = "".join(out)
+    body = new_text.rstrip(WHITESPACE)
+    if len(text.encode("utf-8")) % ALIGNMENT:
+        encoded = new_text.encode("utf-8")
+    else:
+        encoded = body.encode("utf-8")
+        encoded += b" " * (-len(encoded) % ALIGNMENT)
+    return HEADER_LENGTH.pack(len(encoded)) + encoded
+
+
+def _top_level_entries(text):
+    """[(Text key with its span, value)] of the header's object, refusing repeated keys anywhere."""
+    decoder = json.JSONDecoder(object_pairs_hook=_no_repeated_keys, parse_constant=_no_constant)
+    pos = _skip(text, 0)
+    if text[pos:pos + 1] != "{":
+        raise CheckpointError("the safetensors header is not a JSON object")
+    pos = _skip(text, pos + 1)
+    entries = []
+    try:
+        if text[pos:pos + 1] == "}":
+            pos += 1
+        else:
+            while True:
+                if text[pos:pos + 1] != '"':
+                    raise ValueError("expected a key")
+                value, end = scanstring(text, pos + 1, True)
+                key = Text(value, pos, end - pos)  # offset and length in characters of the header text
+                pos = _skip(text, end)
+                if text[pos:pos + 1] != ":":
+                    raise ValueError("expected ':'")
+                item, pos = decoder.raw_decode(text, _skip(text, pos + 1))
+                entries.append((key, item))
+                pos = _skip(text, pos)
+                if text[pos:pos + 1] == ",":
+                    pos = _skip(text, pos + 1)
+                    continue
+                if text[pos:pos + 1] != "}":
+                    raise ValueError("expected ',' or '}'")
+                pos += 1
+                break
+    except ValueError as exc:
+        if isinstance(exc, _RepeatedKey):
+            raise Refused(str(exc)) from None
+        raise CheckpointError(f"the safetensors header is not valid JSON (at character {pos})") from None
+    if _skip(text, pos) != len(text):
+        raise CheckpointError("the safetensors header has text after its JSON object")
+    names = [key.value for key, _ in entries]
+    if len(set(names)) != len(names):
+        raise Refused("the safetensors header names a tensor twice")
+    return entries
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _no_repeated_keys(pairs):
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _RepeatedKey("the safetensors header repeats a key inside an entry")
+    return dict(pairs)
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _skip(text, pos):
+    while pos < len(text) and text[pos] in WHITESPACE:
+        pos += 1
+    return pos
+
+
+def _validate(entries, data_size):
+    """Check the entries as the safetensors library does: known dtypes, sizes that match the
+    shapes, and tensor bytes that tile the data exactly, from its first byte to its last."""
+    tensors = []
+    metadata = None
+    for key, info in entries:
+        if key.value == METADATA_KEY:
+            if type(info) is not dict or any(type(v) is not str for v in info.values()):
+                raise Refused("the safetensors __metadata__ is not a map of strings")
+            metadata = info
+            continue
+        if type(info) is not dict or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise Refused(f"the safetensors entry '{key.value}' is not a tensor description")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in DTYPES:
+            raise Refused(f"the safetensors entry '{key.value}' has an unknown dtype {str(dtype)[:20]!r}")
+        if (type(shape) is not list or not all(type(n) is int and n >= 0 for n in shape)
+                or type(offsets) is not list or len(offsets) != 2
+                or not all(type(n) is int and n >= 0 for n in offsets) or offsets[0] > offsets[1]):
+            raise Refused(f"the safetensors entry '{key.value}' has a malformed shape or data_offsets")
+        numel = 1
+        for n in shape:
+            numel *= n
+        if numel * DTYPES[dtype][0] != (offsets[1] - offsets[0]) * 8:
+            raise Refused(f"the safetensors tensor '{key.value}' has {offsets[1] - offsets[0]} bytes, "
+                          f"not what its dtype and shape need")
+        tensors.append((key, dtype, shape, tuple(offsets)))
+    end = 0
+    for key, _, _, (begin, stop) in sorted(tensors, key=lambda t: t[3]):
+        if begin != end:
+            raise Refused(f"the safetensors tensor '{key.value}' does not start where the one before "
+                          "it ends")
+        end = stop
+    if end != data_size:
+        if end > data_size:
+            raise CheckpointError("truncated: the file ends inside its tensor data")
+        raise Refused(f"{data_size - end} bytes follow the last safetensors tensor")
+    return tensors, metadata

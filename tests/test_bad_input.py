@@ -30,9 +30,9 @@ LFS_POINTER = (
 
 
 def assert_rejected(capsys, path, status, reason, *options):
-    """`check` and `fix` both exit 2 with one line `PATH: <status>: ...<reason>...`; bytes unchanged."""
+    """`check`, `fix` and `inspect` all exit 2 with one line `PATH: <status>: ...<reason>...`; bytes unchanged."""
     before = path.read_bytes() if path.exists() else None
-    for command in ("check", "fix"):
+    for command in ("check", "fix", "inspect"):
         code, out = run(capsys, command, path, *options)
         assert code == 2, out
         [line] = lines_about(out, path)

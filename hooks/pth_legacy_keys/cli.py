@@ -9,7 +9,7 @@ from . import __version__
 from .discover import DiscoveryError, collect, read_path_list
 from .engine import LFS_POINTER_CHOICES, fix, scan
 from .rename import DIRECTIONS, FAMILIES, LEGACY
-from .report import encodable, exit_code, render_json, summary, text_lines
+from .report import encodable, exit_code, render_inspections, render_json, summary, text_lines
 
 DESCRIPTION = """\
 Keep PyTorch checkpoints loadable by software that expects legacy weight-norm keys
@@ -29,7 +29,7 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{check,fix}", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="{check,fix,inspect}", required=True)
     for name, help_text in (
         ("check", "report checkpoints whose keys are not in the target format (changes nothing)"),
         ("fix", "rename the keys in place; files with nothing to rename are not written"),
@@ -63,6 +63,17 @@ def build_parser():
                             help="only the files that need attention, no summary")
         volume.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
                             help="every file, every rename and the reason a file was skipped")
+    inspect = commands.add_parser(
+        "inspect", help="describe checkpoints and say whether legacy RVC software will load them",
+        description="Describe each checkpoint (container, pickle, tensors, key style, RVC and Applio "
+                    "metadata) and say whether legacy RVC loaders will load it, and why. Changes nothing; "
+                    "exit 2 when a file cannot be read, 0 otherwise.")
+    inspect.add_argument("paths", nargs="*", metavar="PATH", help="as for check")
+    inspect.add_argument("--files-from", metavar="FILE", help="as for check")
+    inspect.add_argument("--output", choices=("text", "json"), default="text",
+                         help="a block of lines per file, or one JSON document (default: %(default)s)")
+    inspect.add_argument("--lfs-pointers", choices=LFS_POINTER_CHOICES, default="error",
+                         help="as for check (default: %(default)s)")
     return parser
 
 
@@ -100,13 +111,12 @@ def main(argv=None):
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         except ValueError:
             pass  # main() called from a thread: signals belong to the main thread
-    examine = scan if args.command == "check" else fix
     try:
         paths = list(args.paths) + (read_path_list(args.files_from) if args.files_from else [])
         if args.files_from and not paths:
             files = []  # an empty list means nothing to examine, not "the whole repository"
         else:
-            files = collect(paths, changed_since=args.changed_since)
+            files = collect(paths, changed_since=getattr(args, "changed_since", None))
     except DiscoveryError as exc:
         print(f"pth-legacy-keys: {exc}", file=sys.stderr)
         if args.output == "github":
@@ -114,6 +124,9 @@ def main(argv=None):
 
             print(discovery_failed(str(exc)))
         return 2
+    if args.command == "inspect":
+        return _inspect(files, args.output, args.lfs_pointers)
+    examine = scan if args.command == "check" else fix
     families = (args.only,) if args.only else FAMILIES
     reports = examine_all(examine, files, args.to, args.lfs_pointers, families, args.jobs)
     if args.output == "text" and not args.report:
@@ -136,6 +149,21 @@ def main(argv=None):
 
         print(publish(args.command, args.to, reports, args.report))
     return exit_code([report.status for report in reports])
+
+
+def _inspect(files, output, lfs_pointers):
+    from .inspection import inspect
+
+    inspections = [inspect(path, lfs_pointers) for path in files]
+    if output == "json":
+        print(render_inspections(inspections, __version__))
+    else:
+        for i, inspection in enumerate(inspections):
+            if i:
+                print()
+            for line in inspection.text_lines():
+                print(encodable(line))
+    return max((inspection.exit_code for inspection in inspections), default=0)
 
 
 def _print_text(command, reports, verbosity):

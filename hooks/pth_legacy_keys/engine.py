@@ -7,6 +7,7 @@ from .errors import CheckpointError, NotACheckpoint, Refused
 from .pickle_edit import replace_strings
 from .rename import DIRECTIONS, FAMILIES, LEGACY, plan
 from .report import FileReport
+from .rvc import vocoder
 from .safetensors_file import replace_keys
 from .writer import replace_atomically, write_legacy, write_safetensors, write_zip
 
@@ -33,15 +34,14 @@ def _run(path, to, lfs_pointers, families, write):
         raise ValueError(f"families must be some of {FAMILIES}, not {families!r}")
     if lfs_pointers not in LFS_POINTER_CHOICES:
         raise ValueError(f"lfs_pointers must be one of {LFS_POINTER_CHOICES}, not {lfs_pointers!r}")
-    path = os.fspath(path)
-    report = FileReport(path, "ok", to)
-    try:
-        if os.path.isdir(path):
-            raise CheckpointError("is a folder, not a file")
-        # A symlinked checkpoint is fixed where it lives; the link stays a link.
-        real_path = os.path.realpath(path)
+    report = FileReport(os.fspath(path), "ok", to)
+
+    def examine(real_path):
         checkpoint = read_checkpoint(real_path, locate_all_records=write)
         report.format = checkpoint.format
+        found = vocoder(checkpoint.root)
+        if found:
+            report.warnings.append(found.warning())
         renames = plan(checkpoint.root, to, families)
         report.renames, report.param_names = renames.renames, renames.param_names
         report.modules, report.problems = renames.modules, renames.problems
@@ -54,6 +54,19 @@ def _run(path, to, lfs_pointers, families, write):
                 report.status = "fixed"
             else:
                 report.status = "needs-fix"
+
+    return examine_safely(report, examine, lfs_pointers)
+
+
+def examine_safely(report, examine, lfs_pointers="error"):
+    """Run `examine(real path)` for `report.path`; turn every way a file can fail into
+    `report.status` and `report.reason`, so that one bad file never stops the others."""
+    path = report.path
+    try:
+        if os.path.isdir(path):
+            raise CheckpointError("is a folder, not a file")
+        # A symlinked checkpoint is fixed where it lives; the link stays a link.
+        examine(os.path.realpath(path))
     except NotACheckpoint as exc:
         report.reason = str(exc)
         if exc.is_lfs_pointer:

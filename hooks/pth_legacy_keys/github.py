@@ -62,9 +62,9 @@ def _annotation(report):
 def _annotations(reports):
     by_kind = {"error": [], "warning": [], "notice": []}
     for report in reports:
-        found = _annotation(report)
-        if found:
-            kind, title, message = found
+        found = [_annotation(report)] + [("warning", "will not load in legacy RVC software", warning)
+                                         for warning in report.warnings]
+        for kind, title, message in filter(None, found):
             by_kind[kind].append(f"::{kind} file={escape_property(report.path)},"
                                  f"title={escape_property(title)}::{escape_data(message)}")
     lines = []
@@ -88,6 +88,8 @@ def job_summary(command, to, reports):
         status = report.status if not report.reason else f"{report.status}: {report.reason}"
         if report.problems:
             status += f": {report.problems[0].module}: {report.problems[0].reason}"
+        for warning in report.warnings:
+            status += f"; warning: {warning}"
         keys = str(len(report.renames)) if report.renames else ""
         example = report.renames[0].old if report.renames else ""
         rows.append(f"| {escape_markdown(report.path)} | {escape_markdown(status)} | {keys} "

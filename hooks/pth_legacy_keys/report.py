@@ -45,6 +45,7 @@ class FileReport:
         self.problems = []  # rename.Problem
         self.reason = None
         self.lfs_pointer = False
+        self.warnings = []  # what the user must know whatever the keys are: an incompatible vocoder
 
     def __repr__(self):
         return (f"FileReport(path={self.path!r}, status={self.status!r}, to={self.to!r}, "
@@ -88,6 +89,9 @@ class FileReport:
             return f"not checked: {self.reason}"
         return f"error: {self.reason}"
 
+    def warning_lines(self):
+        return [f"{printable(self.path)}: warning: {printable(warning)}" for warning in self.warnings]
+
     def details(self):
         """The extra lines `-v` shows: every rename and every problem."""
         lines = [f"    {r.where or '<top>'}: {r.old} -> {r.new}" for r in self.renames + self.param_names]
@@ -105,6 +109,7 @@ class FileReport:
             "param_names": [{"list": r.where, "old": r.old, "new": r.new} for r in self.param_names],
             "problems": [{"dict": p.where, "module": p.module, "reason": p.reason} for p in self.problems],
             "reason": self.reason,
+            "warnings": list(self.warnings),
         }
 
 
@@ -128,23 +133,27 @@ def summary(command, statuses):
 
 def text_lines(report, verbosity):
     """The text output's lines for one file: none for a fine file unless -v, every rename with -v."""
-    fine = report.status in ("ok", "skipped") and not report.lfs_pointer
-    lines = [report.line()] if verbosity > 0 or not fine else []
+    fine = report.status in ("ok", "skipped") and not report.lfs_pointer and not report.warnings
+    lines = [report.line()] + report.warning_lines() if verbosity > 0 or not fine else []
     return lines + report.details() if verbosity > 0 else lines
 
 
 def render_json(command, to, reports, version):
-    import json  # only the JSON output needs it: keep start-up short for hooks
     statuses = [report.status for report in reports]
-    document = {
-        "schema_version": SCHEMA_VERSION,
-        "tool": "pth-legacy-keys",
-        "version": version,
-        "command": command,
-        "to": to,
-        "exit_code": exit_code(statuses),
-        "summary": status_counts(statuses),
-        "files": [report.to_json() for report in reports],
-    }
+    return _json_document(version, command=command, to=to, exit_code=exit_code(statuses),
+                          summary=status_counts(statuses), files=[report.to_json() for report in reports])
+
+
+def render_inspections(inspections, version):
+    """`inspect --output json`: one document, a `files` entry per file (inspection.Inspection.to_json)."""
+    return _json_document(version, command="inspect",
+                          exit_code=max((i.exit_code for i in inspections), default=0),
+                          files=[inspection.to_json() for inspection in inspections])
+
+
+def _json_document(version, **fields):
+    import json  # only the JSON output needs it: keep start-up short for hooks
+
+    document = {"schema_version": SCHEMA_VERSION, "tool": "pth-legacy-keys", "version": version, **fields}
     # ASCII: the strings come from the file and may hold lone surrogates, which UTF-8 cannot carry.
     return json.dumps(document, indent=2, ensure_ascii=True)

@@ -1,0 +1,246 @@
+"""`inspect`: what a checkpoint is, and whether legacy RVC software will load it.
+
+Everything here comes from the same reading as `check`: the container, the pickle walked
+as opcodes (or the safetensors header) and the inert tree; nothing is unpickled.
+"""
+
+from . import rvc
+from .container import U32_MAX, read_checkpoint
+from .engine import examine_safely
+from .pickle_walk import Dict, Tensor
+from .rename import FAMILIES, LEGACY, PARAMETRIZED, plan
+from .report import printable
+
+METADATA_TEXT_LIMIT = 80
+
+
+class Inspection:
+    """What `inspect` found in one file; `status` and `reason` as in report.FileReport."""
+
+    def __init__(self, path):
+        self.path = path
+        self.status = "ok"  # or skipped / not-checked / refused / error, with a reason
+        self.reason = None
+        self.lfs_pointer = False
+        self.container = {}
+        self.pickle = None  # {"protocol", "globals"}; None for safetensors
+        self.tensors = {}
+        self.keys = {}
+        self.kind = None
+        self.metadata = {}
+        self.vocoder = None  # rvc.Vocoder that legacy software cannot run
+        self.legacy_rvc = None  # {"answer": "yes" / "no", "reasons": [...]}
+
+    @property
+    def exit_code(self):
+        return 2 if self.status in ("not-checked", "refused", "error") else 0
+
+    def to_json(self):
+        return {
+            "path": self.path,
+            "status": self.status,
+            "reason": self.reason,
+            "container": self.container,
+            "pickle": self.pickle,
+            "tensors": self.tensors,
+            "keys": self.keys,
+            "kind": self.kind,
+            "metadata": self.metadata,
+            "vocoder": None if self.vocoder is None else {
+                "name": self.vocoder.name, "evidence": self.vocoder.evidence, "legacy_rvc": False},
+            "loads_in_legacy_rvc": self.legacy_rvc,
+        }
+
+    def text_lines(self):
+        if self.status != "ok":
+            word = "not checked" if self.status == "not-checked" else self.status
+            return [printable(f"{self.path}: {word}: {self.reason}")]
+        lines = [printable(self.path)]
+        field = lambda name, text: lines.append(printable(f"  {name:<11}{text}"))  # noqa: E731
+        field("container", _container_text(self.container))
+        if self.pickle:
+            names = self.pickle["globals"]
+            field("pickle", f"protocol {self.pickle['protocol']}; {len(names)} globals: {', '.join(names)}")
+        field("tensors", _tensors_text(self.tensors))
+        field("keys", _keys_text(self.keys))
+        field("kind", self.kind)
+        for group, names in rvc.METADATA_GROUPS.items():
+            shown = [f"{name} {_value_text(self.metadata[name])}" for name in names if name in self.metadata]
+            if shown:
+                field(group, ", ".join(shown))
+        if self.vocoder:
+            field("warning", self.vocoder.warning())
+        answer = self.legacy_rvc
+        field("verdict", f"loads in legacy RVC loaders: {answer['answer']} ({'; '.join(answer['reasons'])})")
+        if self.kind == "training checkpoint":
+            field("verdict", "training checkpoint, not an inference model: RVC software loads the small "
+                             "model file made from it, with 'weight' and 'config'")
+        return lines
+
+
+def inspect(path, lfs_pointers="error"):
+    """Inspect the file at `path`; failures become its status and reason."""
+    inspection = Inspection(path)
+    return examine_safely(inspection, lambda real_path: _inspect(inspection, real_path), lfs_pointers)
+
+
+def _inspect(inspection, path):
+    checkpoint = read_checkpoint(path, locate_all_records=True)
+    root = checkpoint.root
+    inspection.container = _container(checkpoint)
+    if checkpoint.format != "safetensors":
+        inspection.pickle = {"protocol": checkpoint.protocol, "globals": list(checkpoint.globals)}
+    inspection.tensors = _tensor_stats(root)
+    inspection.keys = _key_style(root)
+    inspection.kind = rvc.kind(root)
+    inspection.metadata = rvc.metadata(root)
+    inspection.vocoder = rvc.vocoder(root)
+    inspection.legacy_rvc = _legacy_rvc_verdict(inspection)
+
+
+def _container(checkpoint):
+    found = {"format": checkpoint.format, "bytes": checkpoint.file_size}
+    if checkpoint.format == "zip":
+        found.update(
+            prefix=checkpoint.prefix, alignment=checkpoint.alignment, records=len(checkpoint.records),
+            zip64=any(r.size >= U32_MAX or r.header_offset >= U32_MAX for r in checkpoint.records),
+        )
+    elif checkpoint.format == "safetensors":
+        header = checkpoint.header
+        found.update(header_bytes=header.data_start, metadata=header.metadata)
+    return found
+
+
+def _tensor_stats(root):
+    """Count every tensor once, and every storage's bytes once (views share them)."""
+    tensors, storages = _tensors(root)
+    dtypes, devices = {}, {}
+    for tensor in tensors:
+        dtype = tensor.dtype or "untyped"
+        dtypes[dtype] = dtypes.get(dtype, 0) + 1
+    for storage in storages:
+        if storage.location is not None:
+            devices[storage.location] = devices.get(storage.location, 0) + 1
+    return {
+        "count": len(tensors),
+        "bytes": sum(storage.numel * storage.element_size for storage in storages),
+        "dtypes": dict(sorted(dtypes.items(), key=lambda item: (-item[1], item[0]))),
+        "devices": devices,  # storages per device they were saved from; safetensors records none
+    }
+
+
+def _tensors(root):
+    tensors, storages, seen = [], {}, set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        kind = type(node)
+        if kind is Tensor:
+            if id(node) not in seen:
+                seen.add(id(node))
+                tensors.append(node)
+                storages.setdefault(node.storage.key, node.storage)  # views of one storage share its key
+            continue
+        if kind not in (Dict, list, tuple) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if kind is Dict:
+            for key, value in node.items:
+                todo += (key, value)
+            if node.metadata is not None:
+                todo.append(node.metadata)
+        else:
+            todo.extend(node)
+    return tensors, list(storages.values())
+
+
+def _key_style(root):
+    to_legacy, to_parametrized = plan(root, LEGACY), plan(root, PARAMETRIZED)
+    families = {
+        family: {"parametrized": to_legacy.families.get(family, 0), "legacy": to_parametrized.families.get(family, 0)}
+        for family in FAMILIES
+    }
+    parametrized = sum(counts["parametrized"] for counts in families.values()) + len(to_legacy.problems)
+    legacy = sum(counts["legacy"] for counts in families.values())
+    style = {(True, False): "parametrized", (False, True): "legacy", (True, True): "mixed"}.get(
+        (parametrized > 0, legacy > 0), "none")
+    return {
+        "style": style,
+        "parametrized_keys": len(to_legacy.renames),
+        "families": families,
+        "cannot_convert": [{"module": p.module, "reason": p.reason} for p in to_legacy.problems],
+    }
+
+
+def _legacy_rvc_verdict(inspection):
+    """Whether RVC WebUI-style loaders get a working model: their generator, `weight`, legacy names."""
+    reasons = []
+    if inspection.vocoder:
+        reasons.append(inspection.vocoder.warning() + "; renaming keys cannot change that")
+    if inspection.kind == "training checkpoint":
+        reasons.append("a training checkpoint, not an inference model")
+    elif inspection.kind != "RVC inference model":
+        reasons.append("not an RVC inference model: it has no 'weight' state dict beside a 'config' list")
+    keys = inspection.keys
+    if keys["parametrized_keys"]:
+        fix = "" if keys["cannot_convert"] else "; run `pth-legacy-keys fix`"
+        reasons.append(f"{keys['parametrized_keys']} parametrized keys{fix}")
+    if keys["cannot_convert"]:
+        first = keys["cannot_convert"][0]
+        reasons.append(f"{len(keys['cannot_convert'])} modules cannot be converted, e.g. {first['module']}: "
+                       f"{first['reason']}")
+    if reasons:
+        return {"answer": "no", "reasons": reasons}
+    weight_norm = keys["families"]["weight-norm"]["legacy"]
+    return {"answer": "yes", "reasons": [f"legacy key names ({weight_norm} weight-norm modules), "
+                                         "RVC's HiFi-GAN generator"]}
+
+
+def _container_text(container):
+    size = _size(container["bytes"])
+    if container["format"] == "zip":
+        return (f"torch zip, prefix '{container['prefix']}', alignment {container['alignment']}, "
+                f"{container['records']} records, {'zip64' if container['zip64'] else 'no zip64'}; {size}")
+    if container["format"] == "safetensors":
+        metadata = container["metadata"]
+        described = (f"{len(metadata)} metadata {'field' if len(metadata) == 1 else 'fields'}" if metadata
+                     else "no metadata")
+        return f"safetensors, {container['header_bytes']}-byte header, {described}; {size}"
+    return f"legacy torch format (before torch 1.6, not a zip); {size}"
+
+
+def _tensors_text(tensors):
+    dtypes = ", ".join(f"{dtype} x{count}" for dtype, count in tensors["dtypes"].items())
+    devices = ", ".join(tensors["devices"])
+    where = f"saved from {devices}" if devices else "devices not recorded"
+    return f"{tensors['count']}, {_size(tensors['bytes'])}: {dtypes or 'none'}; {where}"
+
+
+def _keys_text(keys):
+    parts = []
+    for family, counts in keys["families"].items():
+        for style in ("parametrized", "legacy"):
+            if counts[style]:
+                modules = "module" if counts[style] == 1 else "modules"
+                which = f"{style} " if keys["style"] == "mixed" else ""
+                parts.append(f"{counts[style]} {which}{family} {modules}")
+    text = keys["style"] + (": " + ", ".join(parts) if parts else " (no weight-norm or spectral-norm modules)")
+    if keys["parametrized_keys"]:
+        text += f" ({keys['parametrized_keys']} parametrized keys)"
+    if keys["cannot_convert"]:
+        text += f"; {len(keys['cannot_convert'])} cannot be converted"
+    return text
+
+
+def _value_text(value):
+    if isinstance(value, str):
+        shown = value if len(value) <= METADATA_TEXT_LIMIT else value[:METADATA_TEXT_LIMIT] + "..."
+        return repr(shown)
+    return str(value)
+
+
+def _size(count):
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"

@@ -1,0 +1,134 @@
+"""What RVC and Applio files hold, read from the inert tree: metadata, kind, vocoder.
+
+Legacy RVC software (RVC WebUI, w-okada voice-changer, rvc-python) builds an NSF HiFi-GAN
+generator and loads `cpt["weight"]` into it with `strict=False`.  A model whose generator
+is another vocoder (Applio's RefineGAN or MRF HiFi-GAN) has different modules, so it
+cannot work there whatever its key names are; renaming keys never changes that.
+"""
+
+from .pickle_walk import Dict, Tensor, Text
+
+# Written by RVC WebUI's savers (version, sr, f0, info, config, weight) and by Applio.
+RVC_METADATA = ("version", "sr", "f0", "info")
+APPLIO_METADATA = ("model_name", "author", "creation_date", "epoch", "step", "embedder_model", "vocoder",
+                   "speakers_id", "overtrain_info", "dataset_length", "model_hash")
+TRAINING_METADATA = ("iteration", "learning_rate")
+METADATA_GROUPS = {"rvc": RVC_METADATA, "applio": APPLIO_METADATA, "training": TRAINING_METADATA + ("optimizer",)}
+LEGACY_VOCODER = "HiFi-GAN"  # Applio's name for RVC's own NSF HiFi-GAN generator
+# Generator submodules (under `dec.`) that only these vocoders have; RVC's generator has conv_pre,
+# ups, resblocks, noise_convs, m_source, conv_post and cond.
+VOCODER_MODULES = {
+    "RefineGAN": ("dec.downsample_blocks.", "dec.upsample_blocks.", "dec.upsample_conv_blocks.",
+                  "dec.source_conv.", "dec.pre_conv."),
+    "MRF HiFi-GAN": ("dec.mrfs.", "dec.upsamples."),
+}
+
+
+class Vocoder:
+    """A vocoder legacy RVC software cannot run, and how we know."""
+
+    def __init__(self, name, evidence):
+        self.name = name
+        self.evidence = evidence  # "its vocoder field" or "its dec.mrfs.* modules"
+
+    def warning(self):
+        return (f"vocoder {self.name} ({self.evidence}): legacy RVC software cannot load it "
+                "whatever its key names")
+
+
+def items(node):
+    """{key: value} of a Dict's text keys; {} for anything else."""
+    if type(node) is not Dict:
+        return {}
+    return {key.value: value for key, value in node.items if type(key) is Text}
+
+
+def plain(node):
+    """A metadata value as plain Python: strings, numbers, None and lists of them; else None."""
+    if type(node) is Text:
+        return node.value
+    if node is None or type(node) in (int, float, bool):
+        return node
+    if type(node) in (list, tuple) and len(node) <= 64:
+        values = [plain(item) for item in node]
+        if all(value is not None or item is None for value, item in zip(values, node)):
+            return values
+    return None
+
+
+def state_dict_keys(node):
+    return list(items(node)) if _is_state_dict(node) else []
+
+
+def _is_state_dict(node):
+    return type(node) is Dict and any(type(value) is Tensor for _, value in node.items)
+
+
+def model_weights(root):
+    """The state dict an RVC file's generator is loaded from: "weight" (inference) or "model"
+    (training checkpoint), or the file itself when it is a bare state dict."""
+    top = items(root)
+    for name in ("weight", "model"):
+        if _is_state_dict(top.get(name)):
+            return top[name]
+    return root if _is_state_dict(root) else None
+
+
+def kind(root):
+    """"RVC inference model", "training checkpoint", "state dict" or "other"."""
+    top = items(root)
+    if _is_state_dict(top.get("weight")) and type(top.get("config")) in (list, tuple):
+        return "RVC inference model"
+    if _is_state_dict(top.get("model")) and ("iteration" in top or "optimizer" in top):
+        return "training checkpoint"
+    if _is_state_dict(root):
+        return "state dict"
+    return "other"
+
+
+def vocoder(root):
+    """The Vocoder legacy RVC cannot run, if the file's vocoder field or module names say so."""
+    named = plain(items(root).get("vocoder"))
+    if isinstance(named, str) and named != LEGACY_VOCODER:
+        return Vocoder(named, f"its vocoder field says '{named}'")
+    keys = state_dict_keys(model_weights(root))
+    for name, prefixes in VOCODER_MODULES.items():
+        for key in keys:
+            if key.startswith(prefixes):
+                return Vocoder(name, f"it has {key.split('.', 2)[0]}.{key.split('.', 2)[1]}.* modules")
+    return None
+
+
+def metadata(root):
+    """The RVC, Applio and training fields present, as plain values, in a stable order."""
+    top = items(root)
+    found = {}
+    for name in RVC_METADATA + APPLIO_METADATA + TRAINING_METADATA:
+        if name in top:
+            found[name] = plain(top[name])
+    optimizer = optimizer_kind(top.get("optimizer"))
+    if optimizer:
+        found["optimizer"] = optimizer
+    return found
+
+
+def optimizer_kind(node):
+    """"AdamW", "Adam", "SGD" ... from an optimizer state dict's state and param_groups."""
+    top = items(node)
+    groups = top.get("param_groups")
+    if type(groups) is not list or not groups:
+        return None
+    group = items(groups[0])
+    state_keys = set()  # "state" is keyed by parameter index: look at every entry's names
+    for _, per_parameter in (top["state"].items if type(top.get("state")) is Dict else []):
+        state_keys |= set(items(per_parameter))
+    if {"betas", "eps"} <= set(group) or {"exp_avg", "exp_avg_sq"} <= state_keys:
+        decoupled = plain(group.get("decoupled_weight_decay"))
+        if decoupled is True:
+            return "AdamW"
+        if decoupled is False:
+            return "Adam"
+        return "Adam or AdamW"
+    if "momentum" in group and "nesterov" in group:
+        return "SGD"
+    return "unknown"

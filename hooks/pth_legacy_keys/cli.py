@@ -4,6 +4,7 @@ import argparse
 import os
 import signal
 import sys
+from functools import partial
 
 from . import __version__
 from .discover import DiscoveryError, collect, read_path_list
@@ -58,6 +59,11 @@ def build_parser():
         command.add_argument("--lfs-pointers", choices=LFS_POINTER_CHOICES, default="error",
                              help="a Git LFS pointer instead of a checkpoint: fail (exit 2) or warn "
                                   "(default: %(default)s)")
+        if name == "fix":
+            command.add_argument("--verify", action="store_true",
+                                 help="before replacing a file, load the original and the rewrite with torch "
+                                      "(weights_only) and require every tensor bit-equal under the renames; "
+                                      "needs torch: pip install 'pth-legacy-keys[verify]'")
         volume = command.add_mutually_exclusive_group()
         volume.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
                             help="only the files that need attention, no summary")
@@ -87,19 +93,17 @@ def _positive_int(text):
     return value
 
 
-def examine_all(examine, files, to, lfs_pointers, families, jobs):
-    """Yield the reports for `files`, in their order; in `jobs` processes when there are enough files."""
+def examine_all(examine, files, jobs):
+    """Yield `examine(path)` for `files`, in their order; in `jobs` processes when there are enough files."""
     if jobs <= 1 or len(files) < PARALLEL_FROM:
         for path in files:
-            yield examine(path, to, lfs_pointers=lfs_pointers, families=families)
+            yield examine(path)
         return
     from concurrent.futures import ProcessPoolExecutor
-    from functools import partial
 
     workers = min(jobs, len(files))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(partial(examine, to=to, lfs_pointers=lfs_pointers, families=families), files,
-                            chunksize=max(1, len(files) // (workers * 4)))
+        yield from pool.map(examine, files, chunksize=max(1, len(files) // (workers * 4)))
 
 
 def main(argv=None):
@@ -126,9 +130,18 @@ def main(argv=None):
         return 2
     if args.command == "inspect":
         return _inspect(files, args.output, args.lfs_pointers)
-    examine = scan if args.command == "check" else fix
-    families = (args.only,) if args.only else FAMILIES
-    reports = examine_all(examine, files, args.to, args.lfs_pointers, families, args.jobs)
+    options = {"to": args.to, "lfs_pointers": args.lfs_pointers, "families": (args.only,) if args.only else FAMILIES}
+    if args.command == "fix":
+        if args.verify:
+            from .verify import torch_missing
+
+            missing = torch_missing()
+            if missing:
+                print(f"pth-legacy-keys: {missing}", file=sys.stderr)
+                return 2
+        options["verify"] = args.verify
+    examine = partial(scan if args.command == "check" else fix, **options)
+    reports = examine_all(examine, files, args.jobs)
     if args.output == "text" and not args.report:
         return _print_text(args.command, reports, args.verbosity)
     reports = list(reports)  # the JSON document and GitHub's summary need them all at once

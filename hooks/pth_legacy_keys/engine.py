@@ -19,15 +19,17 @@ def scan(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES):
     return _run(path, to, lfs_pointers, families, write=False)
 
 
-def fix(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES):
+def fix(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES, verify=False):
     """Rename the keys of `path` to the `to` names in place, if any need it.
 
-    `families` limits the parametrizations converted (weight norm, spectral norm).
+    `families` limits the parametrizations converted (weight norm, spectral norm).  With
+    `verify`, torch loads the original and the rewrite, and every tensor must be bit-equal
+    under the renames before the rewrite replaces the original (see verify.py).
     """
-    return _run(path, to, lfs_pointers, families, write=True)
+    return _run(path, to, lfs_pointers, families, write=True, verify=verify)
 
 
-def _run(path, to, lfs_pointers, families, write):
+def _run(path, to, lfs_pointers, families, write, verify=False):
     if to not in DIRECTIONS:
         raise ValueError(f"to must be one of {DIRECTIONS}, not {to!r}")
     if not families or set(families) - set(FAMILIES):
@@ -50,7 +52,7 @@ def _run(path, to, lfs_pointers, families, write):
             report.status = "cannot-convert"
         elif renames.renames or renames.param_names:
             if write:
-                _rewrite(real_path, checkpoint, renames, to, families)
+                report.verified = _rewrite(real_path, checkpoint, renames, to, families, verify)
                 report.status = "fixed"
             else:
                 report.status = "needs-fix"
@@ -85,7 +87,16 @@ def examine_safely(report, examine, lfs_pointers="error"):
     return report
 
 
-def _rewrite(path, checkpoint, renames, to, families):
+def _rewrite(path, checkpoint, renames, to, families, verify_with_torch):
+    """Write the renamed file beside `path`, check it, and swap it in; return how many tensors
+    torch compared (None without `verify_with_torch`)."""
+    if verify_with_torch:
+        from . import verify as torch_verify
+
+        missing = torch_verify.torch_missing()
+        if missing:
+            raise CheckpointError(f"{missing}; nothing was changed")
+    compared = []
     if checkpoint.format == "safetensors":
         new_names = replace_keys(checkpoint.header, renames.new_text.values())
         write_records = write_safetensors
@@ -117,8 +128,12 @@ def _rewrite(path, checkpoint, renames, to, families):
             _verify_tensor_bytes(checkpoint, written)
         else:
             _verify_copied_bytes(checkpoint, written)
+        if verify_with_torch:
+            names = {r.old: r.new for r in renames.renames + renames.param_names}
+            compared.append(torch_verify.compare(path, written_path, checkpoint.format, names))
 
     replace_atomically(path, checkpoint.identity, write, verify)
+    return compared[0] if compared else None
 
 
 def _names(checkpoint):

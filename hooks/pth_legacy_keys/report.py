@@ -46,6 +46,7 @@ class FileReport:
         self.reason = None
         self.lfs_pointer = False
         self.warnings = []  # what the user must know whatever the keys are: an incompatible vocoder
+        self.verified = None  # fix --verify: how many tensors torch found bit-equal
 
     def __repr__(self):
         return (f"FileReport(path={self.path!r}, status={self.status!r}, to={self.to!r}, "
@@ -73,7 +74,8 @@ class FileReport:
                     f"{self.modules} {modules} (e.g. {self.renames[0].old})")
         if self.status == "fixed":
             noun = "key" if len(self.renames) == 1 else "keys"
-            return f"fixed: renamed {len(self.renames)} {noun} to {self.to} names"
+            checked = "" if self.verified is None else f" (verified: {self.verified} tensors bit-equal)"
+            return f"fixed: renamed {len(self.renames)} {noun} to {self.to} names{checked}"
         if self.status == "cannot-convert":
             first = self.problems[0]
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
@@ -110,6 +112,7 @@ class FileReport:
             "problems": [{"dict": p.where, "module": p.module, "reason": p.reason} for p in self.problems],
             "reason": self.reason,
             "warnings": list(self.warnings),
+            "verified_tensors": self.verified,
         }
 
 

@@ -189,6 +189,30 @@ def test_check_all_tracked_checkpoints(model_repo, run):
     assert not errors_about(result.stdout, "models/old.pth")
 
 
+def test_safetensors_and_an_incompatible_vocoder_are_examined_by_default(model_repo, run):
+    """Default paths take *.safetensors too; a RefineGAN model gets a warning beside its error."""
+    pytest.importorskip("torch", reason="torch==2.13.0 makes the models")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    import rvc_model
+    import torch
+
+    weights = rvc_model.rvc_inference_file(rvc_model.build(parametrized=True))
+    safetensors_bytes = safetensors_torch.save(weights["weight"], metadata={"format": "pt"})
+    buffer = io.BytesIO()
+    torch.save({**weights, "vocoder": "RefineGAN"}, buffer)
+    repo = model_repo({"models/voice.safetensors": safetensors_bytes, "models/refinegan.pth": buffer.getvalue()})
+    result = run(repo, mode="check", **{"changed-only": "true"})
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert result.outputs["checked"] == "2"
+    assert "48 parametrized weight-norm keys" in errors_about(result.stdout, "models/voice.safetensors")[0]
+    warnings = [message for name, props, message in commands(result.stdout)
+                if name == "warning" and props.get("file") == "models/refinegan.pth"]
+    assert warnings == ["vocoder RefineGAN (its vocoder field says 'RefineGAN'): legacy RVC software cannot "
+                        "load it whatever its key names"]
+    row = next(line for line in result.summary.splitlines() if line.startswith("| models/refinegan.pth |"))
+    assert "warning: vocoder RefineGAN" in row
+
+
 def test_fix_changed_only_rewrites_the_new_model_for_legacy_loaders(model_repo, run):
     torch = pytest.importorskip("torch")
     import rvc_model

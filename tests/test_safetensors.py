@@ -211,3 +211,71 @@ def test_the_safetensors_library_refuses_these_too(tmp_path, name):
     path.write_bytes(BAD_FILES[name][0])
     with pytest.raises(Exception):
         safetensors_torch.load_file(str(path))
+
+
+# -- mutated files: whatever we accept, the safetensors library accepts too ---------------
+
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from pth_legacy_keys import fix, scan  # noqa: E402
+from pth_legacy_keys.report import STATUS_EXIT_CODES  # noqa: E402
+from test_fuzz import FUZZ_SETTINGS, SCALE  # noqa: E402  (PTH_FUZZ_SCALE=N: N times the examples)
+
+SEED_TENSORS = {"a.parametrizations.weight.original0": torch.ones(2, 1, 1),
+                "a.parametrizations.weight.original1": torch.arange(6, dtype=torch.float16).reshape(2, 3, 1),
+                "a.bias": torch.tensor([-0.0, float("nan")]), "n": torch.tensor([True, False, True])}
+SEED = safetensors_torch.save(SEED_TENSORS, metadata={"format": "pt", "note": "é"})
+
+
+@st.composite
+def mutated_safetensors(draw):
+    data = bytearray(SEED)
+    length = struct.unpack("<Q", data[:8])[0]
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["flip", "data-flip", "header-byte", "length", "truncate", "append", "digit"]))
+        if kind == "flip" and data:
+            i = draw(st.integers(0, len(data) - 1))
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "data-flip" and len(data) > 8 + length:  # tensor bytes: any value is a valid file
+            i = draw(st.integers(8 + length, len(data) - 1))
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "header-byte" and len(data) > 8:
+            i = draw(st.integers(8, min(len(data), 8 + length) - 1))
+            data[i] = ord(draw(st.sampled_from('{}[]":, 0123456789abcFIU_ ')))
+        elif kind == "length":
+            data[:8] = struct.pack("<Q", draw(st.sampled_from([0, 1, length - 8, length - 1, length + 1,
+                                                                length + 8, len(data), 2**40])))
+        elif kind == "truncate":
+            del data[draw(st.integers(0, len(data))):]
+        elif kind == "append":
+            data += draw(st.binary(min_size=1, max_size=16))
+        elif kind == "digit":  # shapes and offsets are where a header lies about sizes
+            digits = [i for i in range(8, min(len(data), 8 + length)) if 48 <= data[i] <= 57]
+            if digits:
+                data[draw(st.sampled_from(digits))] = 48 + draw(st.integers(0, 9))
+    return bytes(data)
+
+
+@settings(max_examples=300 * SCALE, **{**FUZZ_SETTINGS, "suppress_health_check": [
+    *FUZZ_SETTINGS["suppress_health_check"], HealthCheck.function_scoped_fixture]})
+@given(mutated_safetensors())
+def test_mutated_safetensors_we_accept_the_library_loads_and_fix_is_all_or_nothing(tmp_path, data):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(data)
+    report = scan(path)
+    event(f"scan: {report.status}")
+    assert report.status in STATUS_EXIT_CODES and path.read_bytes() == data
+    if report.status in ("ok", "needs-fix", "cannot-convert"):
+        original = safetensors_torch.load(data)  # never more lenient than the library
+    if report.status in ("ok", "needs-fix"):
+        report = fix(path)
+        assert report.status in ("ok", "fixed")
+        fixed = safetensors_torch.load_file(str(path))
+        names = {r.old: r.new for r in report.renames}
+        assert sorted(fixed) == sorted(names.get(k, k) for k in original)
+        for key, tensor in original.items():
+            assert_bit_equal(fixed[names.get(key, key)], tensor)
+    else:
+        assert fix(path).status == report.status and path.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    path.unlink()

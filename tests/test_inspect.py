@@ -104,7 +104,9 @@ def test_after_fix_inspect_says_it_loads_and_legacy_code_agrees(rvc_file, capsys
     code, [found] = inspect_json(capsys, rvc_file)
     assert found["keys"]["style"] == "legacy"
     assert found["keys"]["families"]["weight-norm"] == {"parametrized": 0, "legacy": 24}
-    assert found["loads_in_legacy_rvc"]["answer"] == "yes"
+    assert found["loads_in_legacy_rvc"] == {
+        "answer": "yes",
+        "reasons": ["legacy names in all 24 weight-norm modules, and RVC's HiFi-GAN vocoder (no sign of another)"]}
     legacy = rvc_model.inference_model(parametrized=False)
     result = legacy.load_state_dict(load(rvc_file)["weight"], strict=True)
     assert result.missing_keys == [] and result.unexpected_keys == []
@@ -180,7 +182,8 @@ def test_a_vocoder_legacy_rvc_cannot_run_is_named_by_inspect_check_and_fix(
     code, [after] = inspect_json(capsys, path)
     assert after["keys"]["style"] == "legacy"
     assert after["loads_in_legacy_rvc"] == {"answer": "no",
-                                            "reasons": [warning + "; renaming keys cannot change that"]}
+                                            "reasons": [warning + ", so renaming its keys cannot make it load"]}
+    assert "run `pth-legacy-keys fix`" not in str(found["loads_in_legacy_rvc"])  # a fix would not help
     # Quiet check of the fixed file still warns, and the JSON carries the warning.
     code, out = run(capsys, "check", "-q", path)
     assert code == 0 and out.splitlines() == [f"{path}: ok (legacy names)", f"{path}: warning: {warning}"]

@@ -176,14 +176,15 @@ def _legacy_rvc_verdict(inspection):
     """Whether RVC WebUI-style loaders get a working model: their generator, `weight`, legacy names."""
     reasons = []
     if inspection.vocoder:
-        reasons.append(inspection.vocoder.warning() + "; renaming keys cannot change that")
+        reasons.append(f"{inspection.vocoder.warning()}, so renaming its keys cannot make it load")
     if inspection.kind == "training checkpoint":
         reasons.append("a training checkpoint, not an inference model")
     elif inspection.kind != "RVC inference model":
         reasons.append("not an RVC inference model: it has no 'weight' state dict beside a 'config' list")
     keys = inspection.keys
     if keys["parametrized_keys"]:
-        fix = "" if keys["cannot_convert"] else "; run `pth-legacy-keys fix`"
+        # Only where a fix is all it takes should the verdict say to run it.
+        fix = "" if keys["cannot_convert"] or inspection.vocoder else "; run `pth-legacy-keys fix`"
         reasons.append(f"{keys['parametrized_keys']} parametrized keys{fix}")
     if keys["cannot_convert"]:
         first = keys["cannot_convert"][0]
@@ -192,8 +193,8 @@ def _legacy_rvc_verdict(inspection):
     if reasons:
         return {"answer": "no", "reasons": reasons}
     weight_norm = keys["families"]["weight-norm"]["legacy"]
-    return {"answer": "yes", "reasons": [f"legacy key names ({weight_norm} weight-norm modules), "
-                                         "RVC's HiFi-GAN generator"]}
+    return {"answer": "yes", "reasons": [f"legacy names in all {weight_norm} weight-norm modules, and RVC's "
+                                         "HiFi-GAN vocoder (no sign of another)"]}
 
 
 def _container_text(container):

@@ -176,7 +176,7 @@ def _legacy_rvc_verdict(inspection):
     """Whether RVC WebUI-style loaders get a working model: their generator, `weight`, legacy names."""
     reasons = []
     if inspection.vocoder:
-        reasons.append(f"{inspection.vocoder.warning()}, so renaming its keys cannot make it load")
+        reasons.append(inspection.vocoder.warning())
     if inspection.kind == "training checkpoint":
         reasons.append("a training checkpoint, not an inference model")
     elif inspection.kind != "RVC inference model":

@@ -25,11 +25,6 @@ def save(path, obj):
     return path
 
 
-@pytest.fixture
-def rvc_file(tmp_path):
-    return save(tmp_path / "voice.pth", rvc_model.rvc_inference_file(rvc_model.build(parametrized=True)))
-
-
 def torch_facts(path):
     """What torch itself says about a file: tensors, their dtypes, the bytes of their storages."""
     tensors = []

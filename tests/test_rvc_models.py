@@ -13,13 +13,6 @@ from torch_helpers import assert_bit_equal, assert_same_tree, load, load_every_w
 
 
 @pytest.fixture
-def rvc_file(tmp_path):
-    path = tmp_path / "voice.pth"
-    torch.save(rvc_model.rvc_inference_file(rvc_model.build(parametrized=True)), path)
-    return path
-
-
-@pytest.fixture
 def training_file(tmp_path):
     path = tmp_path / "G_2333.pth"
     checkpoint, _ = rvc_model.training_checkpoint(rvc_model.build(parametrized=True))

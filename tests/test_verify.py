@@ -12,13 +12,6 @@ from pth_legacy_keys import engine, verify  # noqa: E402
 from torch_helpers import load, records, torch  # noqa: E402
 
 
-@pytest.fixture
-def rvc_file(tmp_path):
-    path = tmp_path / "voice.pth"
-    torch.save(rvc_model.rvc_inference_file(rvc_model.build(parametrized=True)), path)
-    return path
-
-
 def count_tensors(node):
     if isinstance(node, torch.Tensor):
         return 1

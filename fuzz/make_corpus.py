@@ -89,6 +89,23 @@ def legacy_format_parts(data):
     return data[:starts[3]], data[starts[3]:main_end], data[main_end:]
 
 
+def safetensors_file(entries):
+    """A .safetensors file as the safetensors library writes one: compact JSON padded with spaces to 8 bytes."""
+    import json
+
+    header, data = {}, b""
+    for name, value in entries.items():
+        if name == "__metadata__":
+            header[name] = value
+            continue
+        dtype, shape, raw = value
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
 def make(corpus):
     corpus = Path(corpus)
     corpus.mkdir(parents=True, exist_ok=True)
@@ -110,6 +127,15 @@ def make(corpus):
         for kind, wrap in (("training", training_checkpoint), ("rvc", rvc_model)):
             put(f"{stem}-{kind}.bin", rebuild_zip(
                 [(record, wrap(pickle) if record.endswith("/data.pkl") else payload) for record, payload in records]))
+    put("parametrized.safetensors", safetensors_file({
+        "__metadata__": {"format": "pt"},
+        "a.bias": ("F32", [2], bytes(8)),
+        "a.parametrizations.weight.original0": ("F16", [2, 1, 1], bytes(4)),
+        "a.parametrizations.weight.original1": ("F16", [2, 3, 1], bytes(range(12))),
+        "d.parametrizations.weight.original": ("F32", [2, 3], bytes(24)),
+        "d.parametrizations.weight.0._u": ("F32", [2], bytes(8)),
+        "d.parametrizations.weight.0._v": ("F32", [3], bytes(12)),
+    }))
     before, pickle, after = legacy_format_parts((DATA / "parametrized_legacy_format.bin").read_bytes())
     for kind, wrap in (("training", training_checkpoint), ("rvc", rvc_model)):
         put(f"parametrized_legacy_format-{kind}.bin", before + wrap(pickle) + after)

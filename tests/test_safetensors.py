@@ -179,6 +179,11 @@ BAD_FILES = {
     "huge-header-length": (bad_safetensors({"a": GOOD_ENTRY}, length=2**63), "refused", "claims"),
     "unknown-dtype": (bad_safetensors({"a": {"dtype": "F128", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
                       "refused", "unknown dtype"),
+    # found by fuzz/fuzz_reader.py: a dtype that is not a string crashed the dtype lookup
+    "dtype-not-a-string": (bad_safetensors({"a": {"dtype": ["F32"], "shape": [2], "data_offsets": [0, 8]}},
+                                           bytes(8)), "refused", "unknown dtype"),
+    "huge-shape": (bad_safetensors({"a": {"dtype": "F32", "shape": [10**6] * 200_000, "data_offsets": [0, 8]}},
+                                   bytes(8)), "refused", "not what its dtype and shape need"),
     "size-mismatch": (bad_safetensors({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, bytes(8)),
                       "refused", "not what its dtype and shape need"),
     "metadata-not-strings": (bad_safetensors({"__metadata__": {"n": 1}, "a": GOOD_ENTRY}, bytes(8)),

@@ -176,15 +176,17 @@ def _validate(entries, data_size):
         if type(info) is not dict or set(info) != {"dtype", "shape", "data_offsets"}:
             raise Refused(f"the safetensors entry '{key.value}' is not a tensor description")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPES:
+        if type(dtype) is not str or dtype not in DTYPES:
             raise Refused(f"the safetensors entry '{key.value}' has an unknown dtype {str(dtype)[:20]!r}")
         if (type(shape) is not list or not all(type(n) is int and n >= 0 for n in shape)
                 or type(offsets) is not list or len(offsets) != 2
                 or not all(type(n) is int and n >= 0 for n in offsets) or offsets[0] > offsets[1]):
             raise Refused(f"the safetensors entry '{key.value}' has a malformed shape or data_offsets")
-        numel = 1
+        numel, most = 1, data_size * 8  # bits: a product past this fails anyway; stop before it grows huge
         for n in shape:
             numel *= n
+            if numel > most:
+                break
         if numel * DTYPES[dtype][0] != (offsets[1] - offsets[0]) * 8:
             raise Refused(f"the safetensors tensor '{key.value}' has {offsets[1] - offsets[0]} bytes, "
                           f"not what its dtype and shape need")

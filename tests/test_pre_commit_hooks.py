@@ -187,7 +187,14 @@ def torch_models():
         result = model.load_state_dict(torch.load(path, weights_only=True)["weight"], strict=True)
         return result.missing_keys == [] and result.unexpected_keys == []
 
+    def save_safetensors(path, parametrized):
+        safetensors_torch = pytest.importorskip("safetensors.torch")
+        weights = rvc_model.rvc_inference_file(rvc_model.build(parametrized=parametrized))["weight"]
+        safetensors_torch.save_file(weights, str(path))
+        return path
+
     save.loads_strictly_in_legacy_code = loads_strictly_in_legacy_code
+    save.safetensors = save_safetensors
     return save
 
 
@@ -198,13 +205,15 @@ RUNNERS = ["pre-commit", "prek"]
 def test_commit_of_parametrized_model_is_blocked(runner, tmp_path, hook_repository, runner_homes, torch_models):
     repo = model_repository(tmp_path / "voices", hook_repository, "check-pth-legacy-keys", runner, runner_homes)
     model = torch_models(repo / "voice.pth", parametrized=True)
-    before = model.read_bytes()
-    git("add", "voice.pth", cwd=repo)
+    weights = torch_models.safetensors(repo / "voice.safetensors", parametrized=True)
+    before = model.read_bytes(), weights.read_bytes()
+    git("add", "voice.pth", "voice.safetensors", cwd=repo)
     result = commit(repo, runner_homes)
     assert result.returncode != 0
     assert "voice.pth: 48 parametrized weight-norm keys in 24 modules" in result.stdout + result.stderr
+    assert "voice.safetensors: 48 parametrized weight-norm keys in 24 modules" in result.stdout + result.stderr
     assert git("rev-list", "--all", cwd=repo).stdout == ""  # nothing was committed
-    assert model.read_bytes() == before
+    assert (model.read_bytes(), weights.read_bytes()) == before
 
 
 @pytest.mark.parametrize("runner", RUNNERS)

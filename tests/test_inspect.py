@@ -261,3 +261,15 @@ def test_inspect_of_files_it_cannot_read(tmp_path, capsys):
     assert code == 2
     assert out.splitlines() == [f"{config}: skipped: a Python path-configuration file (site-packages .pth), "
                                 "not a checkpoint", "", f"{missing}: error: no such file"]
+
+
+def test_a_list_nested_in_itself_through_the_memo_is_not_followed(tmp_path, capsys):
+    """`info` as 64 references to one list of 64 references to one list ...: 64**6 paths, 7 lists."""
+    nested = ["x"]
+    for _ in range(6):
+        nested = [nested] * 64
+    path = save(tmp_path / "nested.pth", {"weight": {"a": torch.ones(1)}, "config": [1], "info": nested,
+                                          "vocoder": "hifigan"})
+    code, [found] = inspect_json(capsys, path)
+    assert code == 0 and "info" in found["metadata"] and found["metadata"]["info"] is None
+    assert found["vocoder"] is None  # Applio's HiFi-GAN, however it is spelled

@@ -44,14 +44,17 @@ def items(node):
 
 
 def plain(node):
-    """A metadata value as plain Python: strings, numbers, None and lists of them; else None."""
+    """A metadata value as plain Python: a string, a number, None, or a flat list of those; else None.
+
+    Nested lists are not followed: through the memo, a few bytes of pickle can nest one list in
+    itself thousands of times over."""
     if type(node) is Text:
         return node.value
     if node is None or type(node) in (int, float, bool):
         return node
     if type(node) in (list, tuple) and len(node) <= 64:
-        values = [plain(item) for item in node]
-        if all(value is not None or item is None for value, item in zip(values, node)):
+        values = [item.value if type(item) is Text else item for item in node]
+        if all(value is None or type(value) in (str, int, float, bool) for value in values):
             return values
     return None
 
@@ -89,7 +92,7 @@ def kind(root):
 def vocoder(root):
     """The Vocoder legacy RVC cannot run, if the file's vocoder field or module names say so."""
     named = plain(items(root).get("vocoder"))
-    if isinstance(named, str) and named != LEGACY_VOCODER:
+    if isinstance(named, str) and _spelling(named) != _spelling(LEGACY_VOCODER):
         return Vocoder(named, f"its vocoder field says '{named}'")
     keys = state_dict_keys(model_weights(root))
     for name, prefixes in VOCODER_MODULES.items():
@@ -97,6 +100,10 @@ def vocoder(root):
             if key.startswith(prefixes):
                 return Vocoder(name, f"it has {key.split('.', 2)[0]}.{key.split('.', 2)[1]}.* modules")
     return None
+
+
+def _spelling(name):
+    return "".join(c for c in name.lower() if c.isalnum())
 
 
 def metadata(root):

@@ -155,7 +155,7 @@ def applio_file(vocoder=None, extra_modules=()):
     ("RefineGAN", (), "RefineGAN", "its vocoder field says 'RefineGAN'"),
     ("MRF HiFi-GAN", (), "MRF HiFi-GAN", "its vocoder field says 'MRF HiFi-GAN'"),
     (None, ("dec.mrfs.0.layers.0.convs1",), "MRF HiFi-GAN", "it has dec.mrfs.* modules"),
-    (None, ("dec.upsample_blocks.0",), "RefineGAN", "it has dec.upsample_blocks.* modules"),
+    (None, ("dec.upsample_conv_blocks.0.input_conv",), "RefineGAN", "it has dec.upsample_conv_blocks.* modules"),
 ])
 def test_a_vocoder_legacy_rvc_cannot_run_is_named_by_inspect_check_and_fix(
         tmp_path, capsys, vocoder, modules, name, evidence):

@@ -15,11 +15,12 @@ APPLIO_METADATA = ("model_name", "author", "creation_date", "epoch", "step", "em
 TRAINING_METADATA = ("iteration", "learning_rate")
 METADATA_GROUPS = {"rvc": RVC_METADATA, "applio": APPLIO_METADATA, "training": TRAINING_METADATA + ("optimizer",)}
 LEGACY_VOCODER = "HiFi-GAN"  # Applio's name for RVC's own NSF HiFi-GAN generator
-# Generator submodules (under `dec.`) that only these vocoders have; RVC's generator has conv_pre,
-# ups, resblocks, noise_convs, m_source, conv_post and cond.
+# Generator submodules with parameters (under `dec.`) that only these vocoders have, as Applio's
+# generators/refinegan.py and hifigan_mrf.py name them; RVC's NSF HiFi-GAN has conv_pre, ups,
+# resblocks, noise_convs, m_source.l_linear, conv_post and cond.
 VOCODER_MODULES = {
-    "RefineGAN": ("dec.downsample_blocks.", "dec.upsample_blocks.", "dec.upsample_conv_blocks.",
-                  "dec.source_conv.", "dec.pre_conv."),
+    "RefineGAN": ("dec.pre_conv.", "dec.mel_conv.", "dec.downsample_blocks.", "dec.upsample_conv_blocks.",
+                  "dec.m_source.merge."),
     "MRF HiFi-GAN": ("dec.mrfs.", "dec.upsamples."),
 }
 

@@ -263,12 +263,14 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def test_torchscript_archive_is_skipped_with_its_reason(tmp_path, capsys):
+def test_real_torchscript_archive_is_refused_as_code_carrying(tmp_path, capsys):
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(new_weight_norm(nn.Conv1d(2, 2, 1)).eval()), path)
     before = path.read_bytes()
-    assert main(["fix", "-v", str(path)]) == 0
-    assert f"{path}: skipped: a TorchScript archive (torch.jit.save)" in capsys.readouterr().out
+    for command in ("check", "fix", "inspect"):
+        assert main([command, str(path)]) == 2
+        out = capsys.readouterr().out
+        assert f"{path}: refused: a code-carrying archive (TorchScript): torch.load would run its code" in out
     assert path.read_bytes() == before
 
 

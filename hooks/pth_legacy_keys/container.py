@@ -13,8 +13,11 @@ import struct
 import zlib
 
 from .errors import CheckpointError, NotACheckpoint, Refused
-from .pickle_walk import MAX_PICKLE_BYTES, Storage, Text, Truncated, storage_type_dtype, storage_type_size, walk
+from .lfs_pointer import is_lfs_pointer
+from .pickle_reach import COMPLETES, IMPORTS, UNKNOWN, reach
+from .pickle_walk import MAX_PICKLE_BYTES, Dict, Storage, Text, Truncated, storage_type_dtype, storage_type_size, walk
 from .safetensors_file import looks_like_safetensors, read_header, tree
+from .tar_header import opens_as_tar
 
 LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
 CENTRAL_HEADER = struct.Struct("<IHHHHHHIIIHHHHHII")
@@ -31,7 +34,10 @@ MAX_RECORDS = 1_000_000
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
-LEGACY_HEAD = b"\x80\x02\x8a\x0a"  # PROTO 2, LONG1 of 10 bytes: the magic number
+# What torch.save writes first in the legacy format: protocol-2 pickles of the magic number
+# (PROTO 2, LONG1 of 10 bytes) and of the format version (PROTO 2, BININT2).
+LEGACY_MAGIC_PICKLE = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little") + b"."
+LEGACY_PROTOCOL_PICKLE = b"\x80\x02M" + LEGACY_PROTOCOL.to_bytes(2, "little") + b"."
 LFS_POINTER_HEAD = b"version https://git-lfs.github.com/spec/"
 KNOWN_RECORD = re.compile(
     r"data\.pkl|\.format_version|\.storage_alignment|byteorder|data/\d+|version"
@@ -77,7 +83,7 @@ class Checkpoint:
 
 
 def read_checkpoint(path, *, locate_all_records=False):
-    """Read and walk the checkpoint at `path`.
+    """Read and walk the checkpoint at `path`, by the route torch.load takes for its bytes.
 
     With `locate_all_records` every record's local header is read too, as a rewrite
     needs; a check reads only what its verdict depends on.
@@ -87,14 +93,11 @@ def read_checkpoint(path, *, locate_all_records=False):
         status = os.fstat(f.fileno())
         file_size = status.st_size
         head = f.read(SNIFF_BYTES)
+        # torch.load's own test, `_is_zipfile`: the first four bytes and nothing else.
         if head.startswith(b"PK\x03\x04"):
             checkpoint = _read_zip(f, path, file_size, locate_all_records)
-        elif head.startswith(LEGACY_HEAD):
-            checkpoint = _read_legacy(f, path, file_size)
-        elif looks_like_safetensors(head):
-            checkpoint = _read_safetensors(f, path, file_size)
         else:
-            raise _not_a_checkpoint(head, file_size)
+            checkpoint = _read_not_zip(f, path, file_size, head)
         checkpoint.identity = file_identity(status)
         return checkpoint
 
@@ -104,19 +107,54 @@ def file_identity(status):
     return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
-def _not_a_checkpoint(head, file_size):
+def _read_not_zip(f, path, file_size, head):
+    """torch.load's route for a file that is not a zip: tar if tarfile opens it, else
+    pickles from byte 0.  We may examine the content as something else (safetensors, a
+    path-configuration file, an LFS pointer) only when that pickle stops before it
+    resolves any global: otherwise torch.load of these very bytes would run it."""
     if file_size == 0:
-        return CheckpointError("empty file")
-    if head.startswith(LFS_POINTER_HEAD):
-        return NotACheckpoint("Git LFS pointer; fetch the real file (git lfs pull)",
-                              is_lfs_pointer=True)
-    if file_size <= SNIFF_BYTES and _is_path_configuration(head):
-        return NotACheckpoint("a Python path-configuration file (site-packages .pth), not a checkpoint")
+        raise CheckpointError("empty file")
+    if opens_as_tar(head):
+        raise Refused("a pre-1.6 tar checkpoint: torch.load would open it as a tar archive and "
+                      "unpickle its members, and this tool does not read that format")
+    outcome = reach(lambda offset, size: _pread(f, offset, size), file_size, head)
+    if outcome.kind == IMPORTS:
+        raise Refused(f"{_what_it_looks_like(head, file_size)}: torch.load would unpickle it from its "
+                      f"first byte and import '{outcome.detail}'")
+    if outcome.kind == UNKNOWN:
+        raise Refused(f"{_what_it_looks_like(head, file_size)}: torch.load would unpickle it from its "
+                      f"first byte, and {outcome.detail}")
+    if outcome.kind == COMPLETES:
+        # torch.load compares that pickle with the legacy magic number and, if it is
+        # equal, unpickles four more: every one of them must pass our walk.
+        return _read_legacy(f, path, file_size)
+    if is_lfs_pointer(head, file_size):
+        raise NotACheckpoint("Git LFS pointer; fetch the real file (git lfs pull)", is_lfs_pointer=True)
+    if looks_like_safetensors(head):
+        return _read_safetensors(f, path, file_size)
+    if file_size <= SNIFF_BYTES and not head.startswith(LFS_POINTER_HEAD) and _is_path_configuration(head):
+        raise NotACheckpoint("a Python path-configuration file (site-packages .pth), not a checkpoint")
     if head.startswith(b"PK"):
-        return CheckpointError("not a PyTorch checkpoint: a zip that does not start with a record")
-    if head[:1] == b"\x80":
-        return Refused("a bare pickle, not a torch.save checkpoint")
-    return CheckpointError("not a PyTorch checkpoint (unrecognised content)")
+        raise CheckpointError("not a PyTorch checkpoint: a zip that does not start with a record")
+    return _unrecognised(head)
+
+
+def _what_it_looks_like(head, file_size):
+    if head.startswith(LFS_POINTER_HEAD):
+        return "not a Git LFS pointer (the spec's exact form)"
+    if looks_like_safetensors(head):
+        return "a safetensors-like file"
+    if file_size <= SNIFF_BYTES and _is_path_configuration(head):
+        return "a text file"
+    return "a bare pickle, not a torch.save checkpoint"
+
+
+def _unrecognised(head):
+    if LEGACY_MAGIC_PICKLE.startswith(head):
+        raise CheckpointError("truncated: the file ends inside its pickles")
+    if head.startswith(LFS_POINTER_HEAD):
+        raise CheckpointError("not a Git LFS pointer (the spec's exact form) nor a checkpoint")
+    raise CheckpointError("not a PyTorch checkpoint (unrecognised content)")
 
 
 def _is_path_configuration(head):
@@ -188,15 +226,24 @@ def _read_zip(f, path, file_size, locate_all_records):
 
 def _read_central_directory(f, file_size):
     """Return the records in central-directory order and where the directory ends."""
-    tail_size = min(file_size, 22 + U16_MAX + 20 + 56)
+    # miniz, torch's zip reader, takes the last end-record signature with 22 bytes after it
+    # and ignores the comment length; torch.save writes no comment.  So the end record must
+    # sit at the very end with an empty comment: then miniz and we read the same one.
+    tail_size = min(file_size, END_RECORD.size + ZIP64_LOCATOR.size + ZIP64_END_RECORD.size)
     tail_start = file_size - tail_size
     tail = _pread(f, tail_start, tail_size)
-    at = tail.rfind(b"PK\x05\x06")
-    while at >= 0 and (len(tail) - at < 22 or at + 22 + _u16(tail, at + 20) != len(tail)):
-        at = tail.rfind(b"PK\x05\x06", 0, at)
-    if at < 0:
+    at = tail_size - END_RECORD.size
+    if at < 0 or tail[at:at + 4] != b"PK\x05\x06":
+        window = _pread(f, max(0, file_size - 22 - U16_MAX), min(file_size, 22 + U16_MAX))
+        last = window.rfind(b"PK\x05\x06")
+        if 0 <= last < len(window) - END_RECORD.size:
+            raise Refused("the zip end record is not the last 22 bytes (a comment or bytes after it); "
+                          "torch.save never writes that, and torch may read another archive than we would")
         raise CheckpointError("truncated or corrupt: no zip end-of-central-directory record")
-    _, disk, cd_disk, _, count, cd_size, cd_offset, _ = END_RECORD.unpack_from(tail, at)
+    _, disk, cd_disk, _, count, cd_size, cd_offset, comment_length = END_RECORD.unpack_from(tail, at)
+    if comment_length:
+        raise Refused("the zip end record has a comment; torch.save never writes one, and torch "
+                      "ignores its length, so torch and we could read different archives")
     if disk or cd_disk:
         raise Refused("the archive spans several disks")
     end_of_cd = tail_start + at
@@ -205,10 +252,8 @@ def _read_central_directory(f, file_size):
         _, _, z64_offset, _ = ZIP64_LOCATOR.unpack_from(tail, locator)
         if z64_offset + ZIP64_END_RECORD.size != tail_start + locator:
             raise Refused("the zip64 end record is not where its locator says")
-        z64 = tail[z64_offset - tail_start:] if z64_offset >= tail_start else b""
-        if len(z64) < ZIP64_END_RECORD.size:
-            z64 = _pread(f, z64_offset, ZIP64_END_RECORD.size)
-        sig, _, _, _, disk, cd_disk, _, count, cd_size, cd_offset = ZIP64_END_RECORD.unpack_from(z64)
+        sig, _, _, _, disk, cd_disk, _, count, cd_size, cd_offset = ZIP64_END_RECORD.unpack_from(
+            _pread(f, z64_offset, ZIP64_END_RECORD.size))
         if sig != ZIP64_END_SIG or disk or cd_disk:
             raise CheckpointError("corrupt zip64 end record")
         end_of_cd = z64_offset
@@ -219,10 +264,7 @@ def _read_central_directory(f, file_size):
                       "(a second central directory, or bytes between)")
     if cd_size > MAX_CENTRAL_DIRECTORY or count > MAX_RECORDS:
         raise Refused("the central directory is larger than any checkpoint's")
-    if cd_offset >= tail_start:
-        cd = tail[cd_offset - tail_start:cd_offset - tail_start + cd_size]
-    else:
-        cd = _pread(f, cd_offset, cd_size)
+    cd = _pread(f, cd_offset, cd_size)
     return _parse_central_directory(cd, count), cd_offset
 
 
@@ -277,16 +319,30 @@ def _apply_zip64_extra(extra, size, compressed, offset):
 
 
 def _archive_prefix(records):
+    _refuse_code_carrying(records)
     if not records or "/" not in records[0].name:
         raise CheckpointError("not a PyTorch checkpoint: a zip archive without data.pkl")
     prefix = records[0].name.split("/", 1)[0] + "/"
     for record in records:
         if not record.name.startswith(prefix):
             raise Refused(f"record '{record.name}' is outside the archive prefix '{prefix}'")
-        rest = record.name[len(prefix):]
-        if rest == "constants.pkl" or rest.startswith("code/"):
-            raise NotACheckpoint("a TorchScript archive (torch.jit.save), not a state-dict checkpoint")
     return prefix
+
+
+def _refuse_code_carrying(records):
+    """torch.load hands a zip with a constants.pkl record to torch.jit.load, which runs the
+    archive's scripted code with no pickle allowlist at all; torch.package archives carry
+    Python modules.  Neither is a checkpoint we could vouch for."""
+    for record in records:
+        rest = record.name.split("/", 1)[-1]
+        if rest == "constants.pkl" or rest.startswith("code/"):
+            kind = "TorchScript"
+        elif rest in (".data/extern_modules", ".data/python_version") or rest.endswith(".py"):
+            kind = "torch.package"
+        else:
+            continue
+        raise Refused(f"a code-carrying archive ({kind}): torch.load would run its code; "
+                      "exclude archives you trust from this check")
 
 
 def _check_layout(records, end_of_records):
@@ -326,7 +382,7 @@ def _is_data_descriptor(data, length):
 
 def _parse_alignment(raw):
     text = raw.decode("ascii", "replace").strip()
-    if not text.isdigit() or not 0 < int(text) <= 1 << 20:
+    if not (text.isascii() and text.isdigit() and len(text) <= 8) or not 0 < int(text) <= 1 << 20:
         raise Refused(f"the archive's .storage_alignment is not a sane number: {text[:20]!r}")
     return int(text)
 
@@ -388,13 +444,17 @@ def _read_legacy(f, path, file_size):
 
 
 def _walk_legacy(data, path, file_size):
-    magic = walk(data, 0)
-    if magic.root != LEGACY_MAGIC:
-        raise CheckpointError("not a PyTorch checkpoint (wrong magic number)")
-    version = walk(data, magic.end)
-    if version.root != LEGACY_PROTOCOL:
-        raise Refused(f"legacy format version {version.root!r}, not {LEGACY_PROTOCOL}")
-    sys_info = walk(data, version.end)
+    # torch.save writes the magic number and the format version as these exact pickles;
+    # anything else at byte 0 is some other pickle, which torch.load would still unpickle.
+    if not data.startswith(LEGACY_MAGIC_PICKLE):
+        if len(data) < len(LEGACY_MAGIC_PICKLE) and LEGACY_MAGIC_PICKLE.startswith(data):
+            raise Truncated("the file ends inside its pickles")
+        raise Refused("a bare pickle, not a torch.save checkpoint")
+    if not data.startswith(LEGACY_PROTOCOL_PICKLE, len(LEGACY_MAGIC_PICKLE)):
+        raise Refused(f"legacy format version is not {LEGACY_PROTOCOL}")
+    sys_info = walk(data, len(LEGACY_MAGIC_PICKLE) + len(LEGACY_PROTOCOL_PICKLE))
+    if not _is_sys_info(sys_info.root):
+        raise Refused("the legacy format's sys_info is not what torch.save writes")
     main_start = sys_info.end
     # Walked on its own so that string offsets count from the pickle's first byte.
     main_pickle = data[main_start:]
@@ -415,6 +475,29 @@ def _walk_legacy(data, path, file_size):
     checkpoint = Checkpoint(path, "legacy", file_size, main_pickle[:main.end], main_start, main.root)
     checkpoint.globals, checkpoint.protocol = main.globals, main.protocol
     return checkpoint
+
+
+def _is_sys_info(root):
+    """{"protocol_version": 1001, "little_endian": bool, "type_sizes": {"short": n, "int": n, "long": n}}"""
+    if type(root) is not Dict or root.ordered or root.metadata is not None:
+        return False
+    fields = _text_keyed(root)
+    if fields is None:
+        return False
+    sizes = fields.get("type_sizes")
+    if (sorted(fields) != ["little_endian", "protocol_version", "type_sizes"]
+            or type(fields["protocol_version"]) is not int or fields["protocol_version"] != LEGACY_PROTOCOL
+            or type(fields["little_endian"]) is not bool or type(sizes) is not Dict or sizes.ordered):
+        return False
+    sizes = _text_keyed(sizes)
+    return (sizes is not None and sorted(sizes) == ["int", "long", "short"]
+            and all(type(size) is int and size in (2, 4, 8) for size in sizes.values()))
+
+
+def _text_keyed(node):
+    """A Dict's items as {str: value} when every key is a distinct string, else None."""
+    fields = {key.value: value for key, value in node.items if type(key) is Text}
+    return fields if len(fields) == len(node.items) else None
 
 
 def _read_safetensors(f, path, file_size):
@@ -443,6 +526,3 @@ def _pread(f, offset, size):
         raise CheckpointError("truncated: the file ends before a record it lists")
     return data
 
-
-def _u16(data, pos):
-    return struct.unpack_from("<H", data, pos)[0]

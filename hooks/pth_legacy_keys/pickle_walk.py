@@ -418,11 +418,15 @@ def _reduce(callable_, args):
         if not args:
             return Dict(ordered=True)
     elif role is PARAMETER:
-        if 3 <= len(args) <= 4 and type(args[0]) is Tensor and type(args[1]) is bool:
+        # _rebuild_parameter(data, requires_grad, backward_hooks) and
+        # _rebuild_parameter_with_state(..., state): torch.save never saves hooks.
+        with_state = callable_.name == "_rebuild_parameter_with_state"
+        if (len(args) == 3 + with_state and type(args[0]) is Tensor and type(args[1]) is bool
+                and _is_empty_ordered_dict(args[2]) and (not with_state or _is_inert_state(args[3]))):
             return args[0]
     elif role is FROM_TYPE:
         if (len(args) == 4 and _role(args[0]) in (TENSOR_V2, TENSOR_V3) and _role(args[1]) is TENSOR_TYPE
-                and type(args[2]) is tuple and type(args[3]) is Dict):
+                and type(args[2]) is tuple and _is_inert_state(args[3])):
             return _rebuild_tensor(args[0], args[2])
     elif role is ENCODE:
         if (len(args) == 2 and type(args[0]) is Text and type(args[1]) is Text
@@ -436,13 +440,56 @@ def _rebuild_tensor(callable_, args):
     count = len(args)
     if callable_.role is TENSOR_V3:
         ok = (count == 7 or count == 8) and _role(args[6]) is DTYPE
+        metadata_at = 7
     else:
         ok = count == 6 or count == 7
+        metadata_at = 6
     if (ok and type(args[0]) is Storage and type(args[1]) is int and _is_ints(args[2])
-            and _is_ints(args[3]) and type(args[4]) is bool and type(args[5]) is Dict):
+            and _is_ints(args[3]) and type(args[4]) is bool and _is_empty_ordered_dict(args[5])
+            and (count == metadata_at or _is_tensor_metadata(args[metadata_at]))):
         dtype = args[6].name if callable_.role is TENSOR_V3 else args[0].dtype
         return Tensor(args[0], args[2], dtype)
     raise Refused(f"the pickle calls '{callable_.dotted}' with arguments a plain checkpoint never has")
+
+
+def _is_empty_ordered_dict(value):
+    """The OrderedDict() torch.save writes for backward hooks, which it never saves."""
+    return type(value) is Dict and value.ordered and not value.items and value.metadata is None
+
+
+def _is_tensor_metadata(value):
+    """What torch._utils.get_tensor_metadata gives, when not empty: flags such as {"neg": True}."""
+    return (type(value) is Dict and not value.ordered and value.metadata is None and value.items
+            and all(type(k) is Text and k.value.isidentifier() and type(v) is bool for k, v in value.items))
+
+
+# Attributes whose assignment would swap or reshape the tensor itself, not annotate it.
+TENSOR_OWN_ATTRIBUTES = frozenset(("data", "grad", "requires_grad", "real", "imag", "names", "retains_grad"))
+
+
+def _is_inert_state(value):
+    """A tensor's Python attributes as torch.save writes them (its __dict__), restored with
+    setattr: plain names, and values that are plain data."""
+    if type(value) is not Dict or value.ordered or value.metadata is not None:
+        return False
+    for key, _ in value.items:
+        if (type(key) is not Text or not key.value.isidentifier() or key.value.startswith("_")
+                or key.value in TENSOR_OWN_ATTRIBUTES):
+            return False
+    todo = [item for _, item in value.items]
+    seen = set()
+    while todo:
+        item = todo.pop()
+        kind = type(item)
+        if kind in (int, float, bool, Text, Bytes) or item is None:
+            continue
+        if kind not in (list, tuple, Dict) or (kind is Dict and item.metadata is not None):
+            return False
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        todo.extend([x for pair in item.items for x in pair] if kind is Dict else item)
+    return True
 
 
 def _is_ints(value):
@@ -467,12 +514,15 @@ def _build(target, state):
 
 
 def _check_depth(root):
-    """Refuse trees nested deeper than any checkpoint is, before anyone recurses into them."""
+    """Refuse trees nested deeper than any checkpoint is, before anyone recurses into them,
+    and allowed globals left as plain values instead of playing their role."""
     seen = set()
     todo = [(root, 0)]
     while todo:
         node, depth = todo.pop()
         kind = type(node)
+        if kind is Global:
+            raise Refused(f"the pickle holds '{node.dotted}' itself as a value, which a plain checkpoint never does")
         if kind is Dict:
             children = [x for pair in node.items for x in pair]
             if node.metadata is not None:

@@ -21,6 +21,7 @@ from pth_legacy_keys.pickle_reach import COMPLETES, IMPORTS, STOPS, UNKNOWN, rea
 from pth_legacy_keys.tar_header import opens_as_tar
 from test_bad_input import (LFS_POINTER, PROTO2, assert_rejected, call, global_, hand_made_checkpoint, number,
                             system_payload, tensor_dict, text)
+from test_bad_input import write_zip as hand_made_zip
 
 ACCEPTED = ("ok", "needs-fix", "cannot-convert", "not-checked", "skipped")
 
@@ -373,3 +374,12 @@ def test_a_plain_tensor_dict_is_still_accepted(tmp_path):
 
 def test_a_copy_of_a_real_checkpoint_is_still_accepted(tmp_path):
     assert scan(copy_of(tmp_path, name="model.pth")).status == "needs-fix"
+
+
+def test_record_name_with_a_nul_byte_is_refused(tmp_path, capsys):
+    """torch sees record names as C strings: 'constants.pkl\\0x' would be a TorchScript archive to it."""
+    records = [("archive/data.pkl", tensor_dict()), ("archive/data/0", bytes(12)), ("archive/version", b"3\n"),
+               ("archive/constants.pkl-x", PROTO2 + b").")]
+    path = hand_made_zip(tmp_path / "model.pth", records)
+    path.write_bytes(path.read_bytes().replace(b"constants.pkl-x", b"constants.pkl\0x"))  # zipfile cuts at NUL
+    assert_rejected(capsys, path, "refused", "a record name holds a NUL byte")

@@ -287,6 +287,9 @@ def _parse_central_directory(cd, count):
             name = raw_name.decode("utf-8")
         except UnicodeDecodeError:
             raise Refused("a record name is not UTF-8") from None
+        if "\x00" in name:
+            # miniz hands names to torch as C strings, cut at the first NUL: torch would see another name.
+            raise Refused("a record name holds a NUL byte")
         size, compressed, offset = _apply_zip64_extra(extra, size, compressed, offset)
         if name in names:
             raise Refused(f"the archive has two records named '{name}'")

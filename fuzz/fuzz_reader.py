@@ -22,6 +22,12 @@ byte/slice insertion and deletion, splices, extreme length values, CRC re-stampi
 
 Crashing inputs are written to ./crash-<sha1> (libFuzzer) or fuzz/crashes/ (fallback); replay
 one with `python fuzz/fuzz_reader.py CRASH_FILE` (atheris) or `--fallback CRASH_FILE`.
+
+With PTH_FUZZ_TORCH_ROUTE=1 (torch needed, and only then imported) every input the tool
+accepts (any status but refused or error) is also loaded by torch.load through
+tests/torch_oracle.py, whose pickle module records instead of importing: a forbidden global,
+an allowed one outside its role, or a hand-over to torch.jit.load is a crash.  That checks that
+the tool's verdict follows torch's own reading of the file.
 """
 
 import json
@@ -56,6 +62,13 @@ else:
 
 STATUSES = frozenset(STATUS_EXIT_CODES)
 CHECK_OUTPUT = os.environ.get("PTH_FUZZ_OUTPUT") == "1"
+REJECTED = frozenset({"refused", "error"})
+if os.environ.get("PTH_FUZZ_TORCH_ROUTE") == "1":
+    # Imported only when asked for: torch is large, and the plain harness must not need it.
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+    from torch_oracle import torch_route
+else:
+    torch_route = None
 WORK_DIR = tempfile.mkdtemp(prefix="pth-fuzz-")
 INPUT_PATH = os.path.join(WORK_DIR, "input.pth")
 
@@ -63,10 +76,13 @@ INPUT_PATH = os.path.join(WORK_DIR, "input.pth")
 def TestOneInput(data):  # atheris' name
     with open(INPUT_PATH, "wb") as f:
         f.write(data)
+    accepted = []
     for to in ("legacy", "parametrized"):
         report = scan(INPUT_PATH, to)
         if report.status not in STATUSES:
             raise AssertionError(f"unknown status {report.status!r}")
+        if report.status not in REJECTED:
+            accepted.append(report.status)
         if CHECK_OUTPUT:
             # What the CLI prints: one text line, or the JSON document, to a UTF-8 stream.
             report.line().encode("utf-8")
@@ -74,6 +90,10 @@ def TestOneInput(data):  # atheris' name
     with open(INPUT_PATH, "rb") as f:
         if f.read() != data:
             raise AssertionError("scan changed the file")
+    if torch_route is not None and accepted:
+        route = torch_route(INPUT_PATH)
+        if route.hostile:
+            raise AssertionError(f"scan said {accepted[0]}, but torch.load {route.describe()}")
 
 
 # -- zip CRC re-stamping (so mutations of data.pkl get past the CRC check) -------------

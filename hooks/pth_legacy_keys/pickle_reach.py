@@ -78,13 +78,14 @@ class _Source:
         return True
 
     def line(self, pos):
-        """The line from `pos` with its newline (or to the end of the file), and its end."""
+        """The line from `pos` with its newline, and its end; None when the file ends first
+        (_pickle.c's readline then fails)."""
         while True:
             at = self.data.find(b"\n", pos)
             if at >= 0:
                 return self.data[pos:at + 1], at + 1
             if len(self.data) >= self.size:
-                return self.data[pos:], len(self.data)
+                return None, None
             self.ensure(len(self.data) + 1)
 
 
@@ -134,7 +135,7 @@ def _follow(source):
 
     def text_line(start, minimum=2):
         line, end = source.line(start)
-        if len(line) < minimum:
+        if line is None or len(line) < minimum:
             raise _Stop("bad line")
         return line[:-1], end
 

@@ -38,16 +38,12 @@ DTYPES = frozenset((
 ))
 
 # Exactly the globals a plain checkpoint uses, each with the one role it may play.
-TENSOR_V2, TENSOR_V3, PARAMETER, FROM_TYPE = "tensor_v2", "tensor_v3", "parameter", "from_type"
-TENSOR_TYPE, ORDERED_DICT, ENCODE, STORAGE, DTYPE = "tensor_type", "ordered_dict", "encode", "storage", "dtype"
+TENSOR_V2, TENSOR_V3, PARAMETER = "tensor_v2", "tensor_v3", "parameter"
+ORDERED_DICT, ENCODE, STORAGE, DTYPE = "ordered_dict", "encode", "storage", "dtype"
 ROLES = {
     ("torch._utils", "_rebuild_tensor_v2"): TENSOR_V2,
     ("torch._utils", "_rebuild_tensor_v3"): TENSOR_V3,
     ("torch._utils", "_rebuild_parameter"): PARAMETER,
-    ("torch._utils", "_rebuild_parameter_with_state"): PARAMETER,
-    ("torch._tensor", "_rebuild_from_type_v2"): FROM_TYPE,
-    ("torch", "Tensor"): TENSOR_TYPE,
-    ("torch.nn.parameter", "Parameter"): TENSOR_TYPE,
     ("collections", "OrderedDict"): ORDERED_DICT,
     ("_codecs", "encode"): ENCODE,  # how protocol 2 spells a bytes value
     ("torch.storage", "UntypedStorage"): STORAGE,
@@ -62,6 +58,11 @@ HINTS = {
     "numpy": " (save plain numbers instead: float(x), int(x), x.tolist())",
     "datetime": " (save dates as strings instead: x.isoformat())",
 }
+# torch.save writes these for tensors that carry Python attributes, which torch.load restores
+# with setattr on the tensor: any name, even one that replaces its own `size` or `data`.
+TENSOR_STATE_HINT = (" (a tensor saved with Python attributes, which torch.load sets on the tensor "
+                     "and can replace its own methods and data; save tensors without attributes)")
+TENSOR_STATE_GLOBALS = {("torch._utils", "_rebuild_parameter_with_state"), ("torch._tensor", "_rebuild_from_type_v2")}
 
 
 class Text:
@@ -398,7 +399,8 @@ def _global(data, pos):
     role = ROLES.get((module, name))
     if role is None:
         raise Refused(f"the pickle imports '{module}.{name}', which a plain checkpoint never does"
-                      + HINTS.get(module.split(".", 1)[0], ""))
+                      + (TENSOR_STATE_HINT if (module, name) in TENSOR_STATE_GLOBALS
+                         else HINTS.get(module.split(".", 1)[0], "")))
     return Global(module, name, role), name_end + 1
 
 
@@ -418,16 +420,10 @@ def _reduce(callable_, args):
         if not args:
             return Dict(ordered=True)
     elif role is PARAMETER:
-        # _rebuild_parameter(data, requires_grad, backward_hooks) and
-        # _rebuild_parameter_with_state(..., state): torch.save never saves hooks.
-        with_state = callable_.name == "_rebuild_parameter_with_state"
-        if (len(args) == 3 + with_state and type(args[0]) is Tensor and type(args[1]) is bool
-                and _is_empty_ordered_dict(args[2]) and (not with_state or _is_inert_state(args[3]))):
+        # _rebuild_parameter(data, requires_grad, backward_hooks): torch.save never saves hooks.
+        if (len(args) == 3 and type(args[0]) is Tensor and type(args[1]) is bool
+                and _is_empty_ordered_dict(args[2])):
             return args[0]
-    elif role is FROM_TYPE:
-        if (len(args) == 4 and _role(args[0]) in (TENSOR_V2, TENSOR_V3) and _role(args[1]) is TENSOR_TYPE
-                and type(args[2]) is tuple and _is_inert_state(args[3])):
-            return _rebuild_tensor(args[0], args[2])
     elif role is ENCODE:
         if (len(args) == 2 and type(args[0]) is Text and type(args[1]) is Text
                 and args[1].value == "latin1"):
@@ -461,35 +457,6 @@ def _is_tensor_metadata(value):
     """What torch._utils.get_tensor_metadata gives, when not empty: flags such as {"neg": True}."""
     return (type(value) is Dict and not value.ordered and value.metadata is None and value.items
             and all(type(k) is Text and k.value.isidentifier() and type(v) is bool for k, v in value.items))
-
-
-# Attributes whose assignment would swap or reshape the tensor itself, not annotate it.
-TENSOR_OWN_ATTRIBUTES = frozenset(("data", "grad", "requires_grad", "real", "imag", "names", "retains_grad"))
-
-
-def _is_inert_state(value):
-    """A tensor's Python attributes as torch.save writes them (its __dict__), restored with
-    setattr: plain names, and values that are plain data."""
-    if type(value) is not Dict or value.ordered or value.metadata is not None:
-        return False
-    for key, _ in value.items:
-        if (type(key) is not Text or not key.value.isidentifier() or key.value.startswith("_")
-                or key.value in TENSOR_OWN_ATTRIBUTES):
-            return False
-    todo = [item for _, item in value.items]
-    seen = set()
-    while todo:
-        item = todo.pop()
-        kind = type(item)
-        if kind in (int, float, bool, Text, Bytes) or item is None:
-            continue
-        if kind not in (list, tuple, Dict) or (kind is Dict and item.metadata is not None):
-            return False
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        todo.extend([x for pair in item.items for x in pair] if kind is Dict else item)
-    return True
 
 
 def _is_ints(value):

@@ -10,7 +10,7 @@ from . import __version__
 from .discover import DiscoveryError, collect, read_path_list
 from .engine import LFS_POINTER_CHOICES, fix, scan
 from .rename import DIRECTIONS, FAMILIES, LEGACY
-from .report import encodable, exit_code, render_inspections, render_json, summary, text_lines
+from .report import encodable, exit_code, summary, text_lines, write_inspections, write_json
 
 DESCRIPTION = """\
 Keep PyTorch checkpoints loadable by software that expects legacy weight-norm keys
@@ -145,18 +145,19 @@ def main(argv=None):
     if args.output == "text" and not args.report:
         return _print_text(args.command, reports, args.verbosity)
     reports = list(reports)  # the JSON document and GitHub's summary need them all at once
-    document = render_json(args.command, args.to, reports, __version__)
     if args.report:
         try:
             with open(args.report, "w", encoding="utf-8") as f:
-                f.write(document + "\n")
+                write_json(f, args.command, args.to, reports, __version__)
+                f.write("\n")
         except OSError as exc:
             print(f"pth-legacy-keys: cannot write the report {args.report}: {exc.strerror}", file=sys.stderr)
             return 2
     if args.output == "text":
         return _print_text(args.command, reports, args.verbosity)
     if args.output == "json":
-        print(document)
+        write_json(sys.stdout, args.command, args.to, reports, __version__)
+        print()
     else:
         from .github import publish
 
@@ -169,7 +170,8 @@ def _inspect(files, output, lfs_pointers):
 
     inspections = [inspect(path, lfs_pointers) for path in files]
     if output == "json":
-        print(render_inspections(inspections, __version__))
+        write_inspections(sys.stdout, inspections, __version__)
+        print()
     else:
         for i, inspection in enumerate(inspections):
             if i:

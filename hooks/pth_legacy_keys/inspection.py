@@ -8,10 +8,12 @@ from . import rvc
 from .container import U32_MAX, read_checkpoint
 from .engine import examine_safely
 from .pickle_walk import Dict, Tensor
-from .rename import FAMILIES, LEGACY, PARAMETRIZED, plan
-from .report import printable
+from .rename import FAMILIES, LEGACY, PARAMETRIZED, plan, shown_name
+from .report import printable, shortener
 
 METADATA_TEXT_LIMIT = 80
+# A metadata list may repeat one long string 64 times through the memo: JSON shows at most this much of each.
+METADATA_JSON_LIMIT = 1000
 
 
 class Inspection:
@@ -93,7 +95,7 @@ def _inspect(inspection, path):
     inspection.tensors = _tensor_stats(root)
     inspection.keys = _key_style(root)
     inspection.kind = rvc.kind(root)
-    inspection.metadata = rvc.metadata(root)
+    inspection.metadata = {name: _bounded(value) for name, value in rvc.metadata(root).items()}
     inspection.vocoder = rvc.vocoder(root)
     inspection.legacy_rvc = _legacy_rvc_verdict(inspection)
 
@@ -156,6 +158,7 @@ def _tensors(root):
 
 def _key_style(root):
     to_legacy, to_parametrized = plan(root, LEGACY), plan(root, PARAMETRIZED)
+    shown = shortener()
     families = {
         family: {"parametrized": to_legacy.families.get(family, 0), "legacy": to_parametrized.families.get(family, 0)}
         for family in FAMILIES
@@ -168,7 +171,7 @@ def _key_style(root):
         "style": style,
         "parametrized_keys": len(to_legacy.renames),
         "families": families,
-        "cannot_convert": [{"module": p.module, "reason": p.reason} for p in to_legacy.problems],
+        "cannot_convert": [{"module": shown(p.module), "reason": p.reason} for p in to_legacy.problems],
     }
 
 
@@ -231,6 +234,15 @@ def _keys_text(keys):
     if keys["cannot_convert"]:
         text += f"; {len(keys['cannot_convert'])} cannot be converted"
     return text
+
+
+def _bounded(value):
+    """A metadata value with each string cut to METADATA_JSON_LIMIT characters."""
+    if isinstance(value, str):
+        return shown_name(value, METADATA_JSON_LIMIT)
+    if isinstance(value, list):
+        return [_bounded(item) for item in value]
+    return value
 
 
 def _value_text(value):

@@ -1,6 +1,6 @@
 """What we found in each file, and how it is shown: one-line text or a JSON document."""
 
-from .rename import FAMILIES, LEGACY
+from .rename import FAMILIES, LEGACY, SHOWN_NAME_LIMIT, shown_name
 
 SCHEMA_VERSION = 1
 
@@ -71,7 +71,7 @@ class FileReport:
             noun = "key" if len(self.renames) == 1 else "keys"
             modules = "module" if self.modules == 1 else "modules"
             return (f"{len(self.renames)} {self.key_kind()} {noun} in "
-                    f"{self.modules} {modules} (e.g. {self.renames[0].old})")
+                    f"{self.modules} {modules} (e.g. {shown_name(self.renames[0].old)})")
         if self.status == "fixed":
             noun = "key" if len(self.renames) == 1 else "keys"
             checked = "" if self.verified is None else f" (verified: {self.verified} tensors bit-equal)"
@@ -79,7 +79,7 @@ class FileReport:
         if self.status == "cannot-convert":
             first = self.problems[0]
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-            return (f"cannot convert {first.module}: {first.reason}{more}; "
+            return (f"cannot convert {shown_name(first.module)}: {first.reason}{more}; "
                     "nothing was changed")
         if self.status == "ok":
             return f"ok ({self.to} names)"
@@ -95,25 +95,44 @@ class FileReport:
         return [f"{printable(self.path)}: warning: {printable(warning)}" for warning in self.warnings]
 
     def details(self):
-        """The extra lines `-v` shows: every rename and every problem."""
-        lines = [f"    {r.where or '<top>'}: {r.old} -> {r.new}" for r in self.renames + self.param_names]
-        lines += [f"    cannot convert {p.where or '<top>'}: {p.module}: {p.reason}" for p in self.problems]
-        return [printable(line) for line in lines]
+        """The extra lines `-v` shows, one at a time: every rename and every problem."""
+        shown = shortener()
+        for r in self.renames + self.param_names:
+            yield printable(f"    {r.where or '<top>'}: {shown(r.old)} -> {shown(r.new)}")
+        for p in self.problems:
+            yield printable(f"    cannot convert {p.where or '<top>'}: {shown(p.module)}: {p.reason}")
 
     def to_json(self):
+        shown = shortener()
         return {
             "path": self.path,
             "status": self.status,
             "format": self.format,
             "modules": self.modules,
             "families": dict(self.families),
-            "renames": [{"dict": r.where, "old": r.old, "new": r.new} for r in self.renames],
-            "param_names": [{"list": r.where, "old": r.old, "new": r.new} for r in self.param_names],
-            "problems": [{"dict": p.where, "module": p.module, "reason": p.reason} for p in self.problems],
+            "renames": [{"dict": r.where, "old": shown(r.old), "new": shown(r.new)} for r in self.renames],
+            "param_names": [{"list": r.where, "old": shown(r.old), "new": shown(r.new)} for r in self.param_names],
+            "problems": [{"dict": p.where, "module": shown(p.module), "reason": p.reason} for p in self.problems],
             "reason": self.reason,
             "warnings": list(self.warnings),
             "verified_tensors": self.verified,
         }
+
+
+def shortener():
+    """shown_name, made once per name object: the thousands of renames that share one long key
+    (through the pickle's memo) share its one shortened spelling too."""
+    made = {}
+
+    def shown(name):
+        if len(name) <= SHOWN_NAME_LIMIT:
+            return name
+        found = made.get(id(name))
+        if found is None:
+            found = made[id(name)] = (name, shown_name(name))  # holding the name keeps its id its own
+        return found[1]
+
+    return shown
 
 
 def exit_code(statuses):
@@ -135,28 +154,54 @@ def summary(command, statuses):
 
 
 def text_lines(report, verbosity):
-    """The text output's lines for one file: none for a fine file unless -v, every rename with -v."""
+    """The text output's lines for one file: none for a fine file unless -v, every rename with -v
+    (those one at a time: a hostile file can have a hundred thousand)."""
     fine = report.status in ("ok", "skipped") and not report.lfs_pointer and not report.warnings
     lines = [report.line()] + report.warning_lines() if verbosity > 0 or not fine else []
-    return lines + report.details() if verbosity > 0 else lines
+    if verbosity > 0:
+        from itertools import chain
+
+        return chain(lines, report.details())
+    return lines
+
+
+def write_json(out, command, to, reports, version):
+    """Write check's or fix's JSON document to the text file `out`."""
+    statuses = [report.status for report in reports]
+    _write_document(out, version, command=command, to=to, exit_code=exit_code(statuses),
+                    summary=status_counts(statuses), files=[report.to_json() for report in reports])
+
+
+def write_inspections(out, inspections, version):
+    """`inspect --output json`: one document, a `files` entry per file (inspection.Inspection.to_json)."""
+    _write_document(out, version, command="inspect", exit_code=max((i.exit_code for i in inspections), default=0),
+                    files=[inspection.to_json() for inspection in inspections])
 
 
 def render_json(command, to, reports, version):
-    statuses = [report.status for report in reports]
-    return _json_document(version, command=command, to=to, exit_code=exit_code(statuses),
-                          summary=status_counts(statuses), files=[report.to_json() for report in reports])
+    """write_json's document as a string."""
+    return _rendered(write_json, command, to, reports, version)
 
 
 def render_inspections(inspections, version):
-    """`inspect --output json`: one document, a `files` entry per file (inspection.Inspection.to_json)."""
-    return _json_document(version, command="inspect",
-                          exit_code=max((i.exit_code for i in inspections), default=0),
-                          files=[inspection.to_json() for inspection in inspections])
+    """write_inspections' document as a string."""
+    return _rendered(write_inspections, inspections, version)
 
 
-def _json_document(version, **fields):
+def _rendered(write, *args):
+    import io
+
+    text = io.StringIO()
+    write(text, *args)
+    return text.getvalue()
+
+
+def _write_document(out, version, **fields):
+    """The document, written a piece at a time: with a hundred thousand renames it is tens of
+    megabytes, and built as one string it was held in memory two or three times over."""
     import json  # only the JSON output needs it: keep start-up short for hooks
 
     document = {"schema_version": SCHEMA_VERSION, "tool": "pth-legacy-keys", "version": version, **fields}
     # ASCII: the strings come from the file and may hold lone surrogates, which UTF-8 cannot carry.
-    return json.dumps(document, indent=2, ensure_ascii=True)
+    for chunk in json.JSONEncoder(indent=2, ensure_ascii=True).iterencode(document):
+        out.write(chunk)

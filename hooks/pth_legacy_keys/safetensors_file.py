@@ -63,6 +63,9 @@ def read_header(f, file_size, pread):
     entries = _top_level_entries(text)
     data_start = HEADER_LENGTH.size + length
     tensors, metadata = _validate(entries, file_size - data_start)
+    if "\\u" in text:  # only a JSON escape can spell a surrogate: UTF-8 cannot
+        _refuse_lone_surrogates([key.value for key, _ in entries])
+        _refuse_lone_surrogates(text for item in (metadata or {}).items() for text in item)
     return SafetensorsHeader(head + raw, text, tensors, metadata, data_start)
 
 
@@ -91,12 +94,32 @@ def replace_keys(header, replacements):
     out.append(text[pos:])
     new_text = "".join(out)
     body = new_text.rstrip(WHITESPACE)
-    if len(text.encode("utf-8")) % ALIGNMENT:
-        encoded = new_text.encode("utf-8")
+    if len(header.raw) % ALIGNMENT:
+        encoded = _utf8(new_text)
     else:
-        encoded = body.encode("utf-8")
+        encoded = _utf8(body)
         encoded += b" " * (-len(encoded) % ALIGNMENT)
     return HEADER_LENGTH.pack(len(encoded)) + encoded
+
+
+def _utf8(text):
+    """The header as UTF-8.  A lone surrogate (escaped in the JSON as \\ud800) has no UTF-8 form;
+    read_header refuses such headers, so this is a last guard, not a path a file can take."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refused("a safetensors key holds a lone surrogate, which UTF-8 cannot write") from None
+
+
+def _refuse_lone_surrogates(strings):
+    """The safetensors library (serde_json) refuses a header with an escaped lone surrogate
+    ("lone leading surrogate in hex escape"), so a tool that rewrites what it loads must too."""
+    for value in strings:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise Refused(f"the safetensors header spells a lone surrogate (\\u{ord(value[exc.start]):04x}), "
+                          "which the safetensors library refuses to read") from None
 
 
 def _top_level_entries(text):

@@ -8,7 +8,9 @@ inputs are generated from them here, so that no other binary file needs committi
 - a training checkpoint around each parametrized seed's state dict: {"model": sd, "ema": the same
   sd shared through the memo, "optimizer": {"param_groups": [{"param_names": [...]}]}, "epoch": 3};
 - an RVC-style file: {"weight": sd, "config": [...], "info": "...", "sr": "40k", "f0": 1};
-- the legacy-format seed's main pickle wrapped the same way, in the legacy format.
+- the legacy-format seed's main pickle wrapped the same way, in the legacy format;
+- files torch.load reads by another route than they seem to need: path-configuration text, a
+  protocol-0 pickle in text, a Git LFS pointer, a pre-1.6 tar.
 
 Usage: python fuzz/make_corpus.py [CORPUS_DIR]   (default: fuzz/corpus next to this script)
 """
@@ -18,6 +20,7 @@ import pickletools
 import shutil
 import struct
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -106,6 +109,16 @@ def safetensors_file(entries):
     return struct.pack("<Q", len(text)) + text + data
 
 
+def tar_file(members):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def make(corpus):
     corpus = Path(corpus)
     corpus.mkdir(parents=True, exist_ok=True)
@@ -136,6 +149,15 @@ def make(corpus):
         "d.parametrizations.weight.0._u": ("F32", [2], bytes(8)),
         "d.parametrizations.weight.0._v": ("F32", [3], bytes(12)),
     }))
+    # Files torch.load reads by another route than the one they look like: texts it reads as a
+    # pickle from byte 0, an LFS pointer, a tar (the pre-1.6 format), so mutations explore
+    # each route's edge.
+    put("path-configuration.pth", b"./foo-1.0-py3.egg\nimport _virtualenv\n/usr/lib/python3/dist-packages\n")
+    put("protocol-0-text.pth", b"I1\n0(dp0\nS'key'\np1\nL5L\nsS'x'\ng1\ns.")
+    put("lfs-pointer.pth", b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"4d7a" * 16
+        + b"\nsize 12345\n")
+    put("tar.pth", tar_file([("storages", b"\x80\x02K\x00."), ("tensors", b"\x80\x02K\x00."),
+                             ("pickle", b"\x80\x02}q\x00.")]))
     before, pickle, after = legacy_format_parts((DATA / "parametrized_legacy_format.bin").read_bytes())
     for kind, wrap in (("training", training_checkpoint), ("rvc", rvc_model)):
         put(f"parametrized_legacy_format-{kind}.bin", before + wrap(pickle) + after)

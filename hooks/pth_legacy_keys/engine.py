@@ -1,11 +1,13 @@
 """Check or fix one file: read it, plan the renames, and (for fix) write and verify."""
 
 import os
+import stat
+import struct
 
 from .container import file_identity, read_checkpoint, record_crc, region_crc
 from .errors import CheckpointError, NotACheckpoint, Refused
 from .pickle_edit import replace_strings
-from .rename import DIRECTIONS, FAMILIES, LEGACY, plan
+from .rename import DIRECTIONS, FAMILIES, LEGACY, plan, shown_name
 from .report import FileReport
 from .rvc import vocoder
 from .safetensors_file import replace_keys
@@ -65,10 +67,10 @@ def examine_safely(report, examine, lfs_pointers="error"):
     `report.status` and `report.reason`, so that one bad file never stops the others."""
     path = report.path
     try:
-        if os.path.isdir(path):
-            raise CheckpointError("is a folder, not a file")
         # A symlinked checkpoint is fixed where it lives; the link stays a link.
-        examine(os.path.realpath(path))
+        real_path = os.path.realpath(path)
+        require_regular_file(os.stat(real_path).st_mode)
+        examine(real_path)
     except NotACheckpoint as exc:
         report.reason = str(exc)
         if exc.is_lfs_pointer:
@@ -84,7 +86,47 @@ def examine_safely(report, examine, lfs_pointers="error"):
         report.status, report.reason = "error", _os_error_reason(exc)
     except (MemoryError, RecursionError) as exc:
         report.status, report.reason = "error", f"too large to examine ({type(exc).__name__})"
+    except (ValueError, struct.error, ArithmeticError) as exc:
+        # A number from the file that some check did not bound (int() of 5,000 digits, a size for a
+        # 16-bit field ...) is still only this file's problem: one line, and the next file is examined.
+        report.status = "error"
+        report.reason = f"malformed content ({_exception_name(exc)}: {shown_name(str(exc))})"
     return report
+
+
+def require_regular_file(mode):
+    """Raise unless `mode` (st_mode) is a regular file's.  Opening a FIFO blocks until someone
+    writes to it (a folder walk hung on `pipe.pth`); a device or a socket is never a checkpoint."""
+    if stat.S_ISDIR(mode):
+        raise CheckpointError("is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"not a regular file ({_special_file_kind(mode)})")
+
+
+def open_regular(path):
+    """`path` opened for unbuffered reading, if it is a regular file; never blocks on a FIFO that
+    replaced it since it was looked at (O_NONBLOCK, then fstat)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        require_regular_file(os.fstat(fd).st_mode)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _special_file_kind(mode):
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def _exception_name(exc):
+    kind = type(exc)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
 
 
 def _rewrite(path, checkpoint, renames, to, families, verify_with_torch):
@@ -105,7 +147,7 @@ def _rewrite(path, checkpoint, renames, to, families, verify_with_torch):
         write_records = write_zip if checkpoint.format == "zip" else write_legacy
 
     def write(out):
-        with open(path, "rb", buffering=0) as source:
+        with open_regular(path) as source:
             # Copy from the very file that was read, not from one that replaced it since.
             if file_identity(os.fstat(source.fileno())) != checkpoint.identity:
                 raise CheckpointError("the file changed while it was being fixed; nothing was changed")
@@ -143,11 +185,11 @@ def _names(checkpoint):
 
 def _verify_copied_bytes(checkpoint, written):
     """Every copied record must hold the bytes its CRC promises: a copy can fail silently."""
-    with open(written.path, "rb", buffering=0) as output:
+    with open_regular(written.path) as output:
         for record in written.records:
             if record.name == checkpoint.pickle_record.name or record_crc(output, record) == record.crc:
                 continue
-            with open(checkpoint.path, "rb", buffering=0) as source:
+            with open_regular(checkpoint.path) as source:
                 original = next(r for r in checkpoint.records if r.name == record.name)
                 if record_crc(source, original) != original.crc:
                     raise Refused(f"record '{record.name}' does not match its CRC")
@@ -157,7 +199,7 @@ def _verify_copied_bytes(checkpoint, written):
 def _verify_tensor_bytes(checkpoint, written):
     """safetensors stores no checksums: compare the copied tensor bytes with the original's."""
     length = checkpoint.file_size - checkpoint.header.data_start
-    with open(checkpoint.path, "rb", buffering=0) as source, open(written.path, "rb", buffering=0) as output:
+    with open_regular(checkpoint.path) as source, open_regular(written.path) as output:
         if region_crc(source, checkpoint.header.data_start, length) != region_crc(
                 output, written.header.data_start, length):
             raise CheckpointError("the tensor bytes were not copied intact; nothing was changed")

@@ -17,7 +17,7 @@ from .container import (
     CENTRAL_HEADER, CENTRAL_SIG, END_RECORD, END_SIG, LOCAL_HEADER, LOCAL_SIG, U16_MAX, U32_MAX,
     ZIP64_END_RECORD, ZIP64_END_SIG, ZIP64_EXTRA_ID, ZIP64_LOCATOR, ZIP64_LOCATOR_SIG, file_identity,
 )
-from .errors import CheckpointError
+from .errors import CheckpointError, Refused
 
 DATA_DESCRIPTOR_SIG = 0x08074B50
 FLAG_DESCRIPTOR_UTF8 = 0x0808  # what torch writes for a record with data
@@ -86,8 +86,7 @@ def write_zip(source, checkpoint, new_pickle, out):
         # The local zip64 extra is written before the data, when miniz's compressed size is still 0.
         local_zip64 = _zip64_extra(((size, 0) if big_size else ()) + ((offset,) if big_offset else ()))
         data_start = offset + LOCAL_HEADER.size + len(name) + len(local_zip64) + 4
-        padding = -data_start % checkpoint.alignment
-        extra = local_zip64 + b"FB" + struct.pack("<H", padding) + b"Z" * padding
+        extra = local_zip64 + _alignment_padding(data_start, checkpoint.alignment, record.name, len(local_zip64))
         flags = FLAG_DESCRIPTOR_UTF8 if size else FLAG_UTF8
         out.write(LOCAL_HEADER.pack(LOCAL_SIG, 0, flags, 0, 0, 0, 0, 0, 0, len(name), len(extra))
                   + name + extra)
@@ -119,6 +118,25 @@ def write_zip(source, checkpoint, new_pickle, out):
     )
 
 
+def _alignment_padding(data_start, alignment, name, other_extra_bytes):
+    """The `FB` extra field that moves a record's data from `data_start` to a multiple of `alignment`,
+    as caffe2's getPadding writes it: b"FB", the padding's length (16 bits), that many b"Z".
+
+    Both that length and the header's extra-field length are 16 bits.  torch's writer truncates
+    them past 65,535 bytes yet writes every padding byte, so its own reader then takes padding for
+    data: torch.save with a 1 MiB .storage_alignment makes a file torch.load cannot read.  Such
+    a file, or any whose alignment needs that much padding, we refuse to write.
+    """
+    if type(alignment) is not int or alignment < 1:
+        raise Refused(f"the archive's .storage_alignment {alignment!r} is not a positive number")
+    padding = -data_start % alignment
+    if other_extra_bytes + 4 + padding > U16_MAX:
+        raise Refused(f"its .storage_alignment of {alignment} needs {padding:,} bytes of padding before "
+                      f"record '{name}', more than a zip extra field holds (torch's own writer makes "
+                      "files torch cannot load at such an alignment)")
+    return b"FB" + struct.pack("<H", padding) + b"Z" * padding
+
+
 def _zip64_extra(values):
     if not values:
         return b""
@@ -146,7 +164,7 @@ def replace_atomically(path, identity, write, verify):
     `identity` is the file_identity() of `path` as it was read; if the file is not that
     file any more, nothing is written or swapped.  `write(out)` fills an `_Output`;
     `verify(temporary_path)` must raise if the result is not what was meant.  The new
-    file keeps the old one's permission bits.
+    file keeps the old one's owner, group and permission bits, or is not swapped in.
     """
     import tempfile  # only fix needs it: keep a check's start-up short
 
@@ -161,12 +179,16 @@ def replace_atomically(path, identity, write, verify):
     try:
         try:
             write(_Output(fd))
+            _keep_owner(fd, before)
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, stat.S_IMODE(before.st_mode))  # after fchown, which may clear set-id bits
             # The disk write and our reading-back are independent: let them overlap.
             with _FsyncInBackground(fd):
                 verify(temporary)
         finally:
             os.close(fd)
-        os.chmod(temporary, stat.S_IMODE(before.st_mode))
+        if not hasattr(os, "fchmod"):
+            os.chmod(temporary, stat.S_IMODE(before.st_mode))
         _check_unchanged(os.stat(path), identity)
         os.replace(temporary, path)
     except BaseException:
@@ -176,6 +198,48 @@ def replace_atomically(path, identity, write, verify):
             pass
         raise
     _fsync_folder(folder)
+
+
+def _keep_owner(fd, original):
+    """Give the new file (open as `fd`) the owner and group of the file it replaces, as `sed -i`
+    does with fchown.  Root fixing another user's file must not hand it to root.
+
+    Where that is not allowed (a user fixing a file it may write but does not own, or whose group
+    it is not in), `sed -i` keeps what it can and the file silently changes hands.  We refuse
+    instead: the owner would lose the right to change its mode, and the new owner would gain it.
+    """
+    if not hasattr(os, "fchown"):
+        return  # Windows: no owner to hand over; the new file is its writer's, as with any editor's save
+    current = os.fstat(fd)
+    if (current.st_uid, current.st_gid) == (original.st_uid, original.st_gid):
+        return
+    try:
+        os.fchown(fd, original.st_uid, original.st_gid)
+    except PermissionError:
+        fixer = _user(current.st_uid)
+        if current.st_uid != original.st_uid:
+            what = f"belongs to {_user(original.st_uid)}, and a rewrite by {fixer} cannot keep that owner"
+        else:
+            what = f"has the group {_group(original.st_gid)}, which {fixer} cannot give the rewrite"
+        raise CheckpointError(f"the file {what}; nothing was changed (run fix as its owner or as root)") from None
+
+
+def _user(uid):
+    try:
+        import pwd
+
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _group(gid):
+    try:
+        import grp
+
+        return f"gid {gid} ({grp.getgrgid(gid).gr_name})"
+    except (ImportError, KeyError):
+        return f"gid {gid}"
 
 
 def _check_unchanged(status, identity):

@@ -300,6 +300,15 @@ def test_oracle_records_a_torchscript_archive(tmp_path):
     assert route.jit_load and not route.forbidden, route
 
 
+def test_oracle_lets_build_on_plain_data_fail_as_pickle_does(tmp_path):
+    """Found by the atheris harness: BUILD on an int runs nothing (pickle raises), so it is not a
+    misuse; the file is protocol-0 text that pickle stops reading at INST without a MARK."""
+    data = b"I1\n()))" + b"M" * 36 + b")btio))."
+    route = torch_route(write(tmp_path, data))
+    assert not route.hostile and route.error is not None, route
+    assert scan(write(tmp_path, data)).status == "skipped"
+
+
 @pytest.mark.parametrize("kind", BASE_KINDS)
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy-format"])
 def test_oracle_records_nothing_for_real_torch_save_files_and_loads_them_whole(tmp_path, kind, zip_format):

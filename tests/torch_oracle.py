@@ -52,6 +52,7 @@ PLAIN_CHECKPOINT_GLOBALS = {
     "_codecs.encode": _weights_only_unpickler.encode,
 }
 
+PLAIN_DATA_TYPES = (int, float, complex, bool, str, bytes, bytearray, list, tuple, set, frozenset, type(None))
 TENSOR_REBUILDERS = (torch._utils._rebuild_tensor_v2, torch._utils._rebuild_tensor_v3)
 TENSOR_TYPES = (torch.Tensor, torch.nn.parameter.Parameter)
 # Values that are data, not code: a dtype saved in a config is what torch.save writes for it.
@@ -176,7 +177,10 @@ def pickle_module_for(route):
 
         def load_build(self):
             state, target = self.stack[-1], self.stack[-2]
-            # torch.save writes BUILD only for an OrderedDict's attributes (_metadata).
+            # torch.save writes BUILD only for an OrderedDict's attributes (_metadata).  On plain
+            # data (an int, a list) BUILD runs nothing: pickle itself fails or does nothing.
+            if type(target) in PLAIN_DATA_TYPES:
+                return super().load_build()
             if not isinstance(target, dict) or not isinstance(state, dict):
                 what = self._names.get(id(target), type(target).__name__)
                 route.misused.append(f"BUILD on {what}")

@@ -121,3 +121,16 @@ def test_summary_escapes_markdown():
     report.reason = "not a PyTorch checkpoint"
     text = job_summary("check", "legacy", [report])
     assert "| a\\|b\\<script\\>.pth | error: not a PyTorch checkpoint |" in text
+
+
+def test_summary_shortens_a_megabyte_key(tmp_path):
+    """A hostile key of a megabyte must not make the job summary a megabyte long."""
+    from pth_legacy_keys import scan
+    from test_robustness import state_dict_of
+
+    key = "x" * 1_000_000 + ".parametrizations.weight.original"
+    path = state_dict_of(tmp_path / "model.pth", [key + "0", key + "1"])
+    report = scan(path)
+    assert report.status in ("needs-fix", "cannot-convert"), report.reason
+    text = job_summary("check", "legacy", [report])
+    assert len(text) < 2000 and "999,874 characters" in text

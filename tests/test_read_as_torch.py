@@ -381,3 +381,75 @@ def test_record_name_with_a_nul_byte_is_refused(tmp_path, capsys):
     path = hand_made_zip(tmp_path / "model.pth", records)
     path.write_bytes(path.read_bytes().replace(b"constants.pkl-x", b"constants.pkl\0x"))  # zipfile cuts at NUL
     assert_rejected(capsys, path, "refused", "a record name holds a NUL byte")
+
+
+# -- an argument torch keeps must not change after we checked it ------------------------------
+
+
+def shared_hooks_then_changed():
+    """The backward-hooks OrderedDict is memoized, handed to the rebuild, then fetched back and
+    given an item: torch keeps that very object as the tensor's _backward_hooks."""
+    storage = (b"(" + text("storage") + global_("torch", "FloatStorage") + text("0") + text("cpu")
+               + number(3) + b"tQ")
+    rebuild = (global_("torch._utils", "_rebuild_tensor_v2") + b"(" + storage + number(0) + number(3) + b"\x85"
+               + number(1) + b"\x85" + b"\x89" + global_("collections", "OrderedDict") + b")Rq\x07" + b"tR")
+    return PROTO2 + b"}" + text("w") + rebuild + b"s" + text("x") + b"h\x07" + number(1) + number(2) + b"s" + b"s."
+
+
+def shared_metadata_then_changed():
+    storage = (b"(" + text("storage") + global_("torch", "FloatStorage") + text("0") + text("cpu")
+               + number(3) + b"tQ")
+    rebuild = (global_("torch._utils", "_rebuild_tensor_v2") + b"(" + storage + number(0) + number(3) + b"\x85"
+               + number(1) + b"\x85" + b"\x89" + global_("collections", "OrderedDict") + b")R"
+               + b"}q\x08" + text("neg") + b"\x88s" + b"tR")
+    return PROTO2 + b"]" + rebuild + b"a" + b"h\x08" + text("conj") + b"\x88s" + b"a."
+
+
+@pytest.mark.parametrize("pickle_bytes", [shared_hooks_then_changed(), shared_metadata_then_changed()],
+                         ids=["backward-hooks", "metadata"])
+def test_a_rebuild_argument_changed_afterwards_is_refused(tmp_path, capsys, pickle_bytes):
+    path = hand_made_checkpoint(tmp_path / "model.pth", pickle_bytes)
+    assert_rejected(capsys, path, "refused", "after a tensor rebuild took it as an argument")
+
+
+def walk_line_events(pickle_bytes):
+    """How many lines of pickle_walk run for `pickle_bytes`: a count of work, whatever the machine."""
+    import sys
+
+    from pth_legacy_keys import pickle_walk
+
+    count = 0
+
+    def tracer(frame, event, arg):
+        nonlocal count
+        if frame.f_code.co_filename == pickle_walk.__file__:
+            if event == "line":
+                count += 1
+            return tracer
+        return None
+
+    sys.settrace(tracer)
+    try:
+        pickle_walk.walk(pickle_bytes, 0, lambda pid: pickle_walk.Storage("0", 4, 10**9))
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def tensors_sharing_one_shape(count, dims):
+    """`count` tensors whose size and stride tuples (`dims` ints each) are one memoized tuple."""
+    shape = b"(" + number(1) * dims + b"tq\x01"
+    storage = b"(" + text("storage") + global_("torch", "FloatStorage") + text("0") + text("cpu") + number(1) + b"tQ"
+    first = (global_("torch._utils", "_rebuild_tensor_v2") + b"q\x02(" + storage + b"q\x03" + number(0) + shape
+             + b"h\x01\x89" + global_("collections", "OrderedDict") + b"q\x04)RtR")
+    again = b"h\x02(h\x03" + number(0) + b"h\x01h\x01\x89h\x04)RtR"
+    return PROTO2 + b"]" + first + b"a" + (again + b"a") * (count - 1) + b"."
+
+
+def test_a_memo_shared_shape_is_checked_once():
+    """Every step is linear in the pickle: twice the tensors sharing a tuple twice as long is a
+    pickle twice the size, and twice the work (four times when each rebuild looked at the whole
+    tuple again)."""
+    small = walk_line_events(tensors_sharing_one_shape(100, 300))
+    large = walk_line_events(tensors_sharing_one_shape(200, 600))
+    assert large < 2.3 * small, (small, large)

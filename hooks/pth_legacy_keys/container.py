@@ -16,6 +16,7 @@ from .errors import CheckpointError, NotACheckpoint, Refused
 from .lfs_pointer import is_lfs_pointer
 from .pickle_reach import COMPLETES, IMPORTS, UNKNOWN, reach
 from .pickle_walk import MAX_PICKLE_BYTES, Dict, Storage, Text, Truncated, storage_type_dtype, storage_type_size, walk
+from .regular_file import open_regular
 from .safetensors_file import looks_like_safetensors, read_header, tree
 from .tar_header import opens_as_tar
 
@@ -89,7 +90,7 @@ def read_checkpoint(path, *, locate_all_records=False):
     needs; a check reads only what its verdict depends on.
     """
     # Unbuffered: every read is one system call for exactly the bytes we need.
-    with open(path, "rb", buffering=0) as f:
+    with open_regular(path) as f:
         status = os.fstat(f.fileno())
         file_size = status.st_size
         head = f.read(SNIFF_BYTES)

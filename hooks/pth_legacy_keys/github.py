@@ -8,6 +8,7 @@ import os
 import shlex
 import uuid
 
+from .rename import shown_name
 from .report import STATUS_EXIT_CODES, encodable, printable, summary
 
 MAX_ANNOTATIONS = 10  # GitHub shows at most this many of one kind per step
@@ -87,11 +88,11 @@ def job_summary(command, to, reports):
     for report in reports:
         status = report.status if not report.reason else f"{report.status}: {report.reason}"
         if report.problems:
-            status += f": {report.problems[0].module}: {report.problems[0].reason}"
+            status += f": {shown_name(report.problems[0].module)}: {report.problems[0].reason}"
         for warning in report.warnings:
             status += f"; warning: {warning}"
         keys = str(len(report.renames)) if report.renames else ""
-        example = report.renames[0].old if report.renames else ""
+        example = shown_name(report.renames[0].old) if report.renames else ""
         rows.append(f"| {escape_markdown(report.path)} | {escape_markdown(status)} | {keys} "
                     f"| {escape_markdown(example)} |")
     to_fix = [report.path for report in reports if report.status == "needs-fix"]

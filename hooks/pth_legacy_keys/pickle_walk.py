@@ -112,12 +112,15 @@ class Tensor:
 class Dict:
     """A dict or OrderedDict, its items in pickle order (keys may repeat)."""
 
-    __slots__ = ("items", "ordered", "metadata")
+    __slots__ = ("items", "ordered", "metadata", "frozen")
 
     def __init__(self, ordered=False):
         self.items = []
         self.ordered = ordered
         self.metadata = None  # an OrderedDict's `_metadata` attribute, a Dict
+        # Handed to a tensor rebuild (backward hooks, metadata): torch keeps or applies that very
+        # object then, so a later SETITEM through the memo would change what we checked.
+        self.frozen = False
 
 
 class Bytes:
@@ -183,6 +186,7 @@ def walk(data, start=0, persistent_id=None):
     marks = []
     fence = 0  # like CPython's unpickler: no opcode may take items from below the last MARK
     memo = {}
+    checked = {}  # id -> an argument already validated (kept alive so its id stays its own)
     storages = []
     imported = {}  # dotted name -> None: the globals in first-use order
     pos = start
@@ -227,7 +231,7 @@ def walk(data, start=0, persistent_id=None):
                 if len(stack) - 2 < fence:
                     raise _underflow()
                 args = pop()
-                stack[-1] = _reduce(stack[-1], args)
+                stack[-1] = _reduce(stack[-1], args, checked)
             elif op == 0x87 or op == 0x86:  # TUPLE3, TUPLE2
                 size = op - 0x84
                 if len(stack) - size < fence:
@@ -373,6 +377,8 @@ def _target(stack, kind, opcode, fence):
     target = stack[-1]
     if type(target) is not kind:
         raise Refused(f"the pickle applies {opcode} to something that is not a {kind.__name__.lower()}")
+    if kind is Dict and target.frozen:
+        raise Refused(f"the pickle applies {opcode} to a dict after a tensor rebuild took it as an argument")
     return target
 
 
@@ -408,14 +414,14 @@ def _role(value):
     return value.role if type(value) is Global else None
 
 
-def _reduce(callable_, args):
+def _reduce(callable_, args, checked):
     role = _role(callable_)
     if role is None:
         raise Refused("the pickle calls something that is not an allowed global")
     if type(args) is not tuple:
         raise Refused(f"the pickle calls '{callable_.dotted}' with arguments that are not a tuple")
     if role is TENSOR_V2 or role is TENSOR_V3:
-        return _rebuild_tensor(callable_, args)
+        return _rebuild_tensor(callable_, args, checked)
     if role is ORDERED_DICT:
         if not args:
             return Dict(ordered=True)
@@ -423,6 +429,7 @@ def _reduce(callable_, args):
         # _rebuild_parameter(data, requires_grad, backward_hooks): torch.save never saves hooks.
         if (len(args) == 3 and type(args[0]) is Tensor and type(args[1]) is bool
                 and _is_empty_ordered_dict(args[2])):
+            args[2].frozen = True
             return args[0]
     elif role is ENCODE:
         if (len(args) == 2 and type(args[0]) is Text and type(args[1]) is Text
@@ -431,7 +438,7 @@ def _reduce(callable_, args):
     raise Refused(f"the pickle calls '{callable_.dotted}' in a way a plain checkpoint never does")
 
 
-def _rebuild_tensor(callable_, args):
+def _rebuild_tensor(callable_, args, checked):
     """(storage, offset, size, stride, requires_grad, backward_hooks[, dtype][, metadata])"""
     count = len(args)
     if callable_.role is TENSOR_V3:
@@ -440,9 +447,12 @@ def _rebuild_tensor(callable_, args):
     else:
         ok = count == 6 or count == 7
         metadata_at = 6
-    if (ok and type(args[0]) is Storage and type(args[1]) is int and _is_ints(args[2])
-            and _is_ints(args[3]) and type(args[4]) is bool and _is_empty_ordered_dict(args[5])
-            and (count == metadata_at or _is_tensor_metadata(args[metadata_at]))):
+    if (ok and type(args[0]) is Storage and type(args[1]) is int and _is_ints(args[2], checked)
+            and _is_ints(args[3], checked) and type(args[4]) is bool and _is_empty_ordered_dict(args[5])
+            and (count == metadata_at or _is_tensor_metadata(args[metadata_at], checked))):
+        args[5].frozen = True
+        if count > metadata_at:
+            args[metadata_at].frozen = True
         dtype = args[6].name if callable_.role is TENSOR_V3 else args[0].dtype
         return Tensor(args[0], args[2], dtype)
     raise Refused(f"the pickle calls '{callable_.dotted}' with arguments a plain checkpoint never has")
@@ -453,29 +463,37 @@ def _is_empty_ordered_dict(value):
     return type(value) is Dict and value.ordered and not value.items and value.metadata is None
 
 
-def _is_tensor_metadata(value):
+def _is_tensor_metadata(value, checked):
     """What torch._utils.get_tensor_metadata gives, when not empty: flags such as {"neg": True}."""
-    return (type(value) is Dict and not value.ordered and value.metadata is None and value.items
-            and all(type(k) is Text and k.value.isidentifier() and type(v) is bool for k, v in value.items))
+    if id(value) in checked:  # a frozen Dict shared through the memo: once is enough
+        return True
+    if (type(value) is Dict and not value.ordered and value.metadata is None and value.items
+            and all(type(k) is Text and k.value.isidentifier() and type(v) is bool for k, v in value.items)):
+        checked[id(value)] = value
+        return True
+    return False
 
 
-def _is_ints(value):
+def _is_ints(value, checked):
+    """A tuple of ints; a tuple shared through the memo by many tensors is looked at once."""
+    if id(value) in checked:
+        return True
     if type(value) is not tuple:
         return False
     for item in value:
         if type(item) is not int:
             return False
+    checked[id(value)] = value
     return True
 
 
 def _build(target, state):
-    if type(target) is Dict and target.ordered and target.metadata is None and type(state) is Dict:
-        for key, value in state.items:
-            if type(key) is Text and key.value == "_metadata" and type(value) is Dict:
-                target.metadata = value
-            else:
-                break
-        else:
+    """torch.save's one BUILD: a state dict's {"_metadata": OrderedDict}, set once."""
+    if (type(target) is Dict and target.ordered and target.metadata is None and not target.frozen
+            and type(state) is Dict and len(state.items) == 1):
+        [(key, value)] = state.items
+        if type(key) is Text and key.value == "_metadata" and type(value) is Dict:
+            target.metadata = value
             return
     raise Refused("the pickle sets object state (BUILD) in a way a plain checkpoint never does")
 

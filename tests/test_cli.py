@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import copy_of
 from pth_legacy_keys import __version__, fix, scan
 from pth_legacy_keys.cli import main
 
@@ -251,3 +252,17 @@ def test_text_output_streams_each_file_before_the_next_is_examined(fixture_copy,
     assert seen_before_each_scan[0] == ""
     assert seen_before_each_scan[1].startswith(f"{paths[0]}: 4 parametrized")
     assert seen_before_each_scan[2].startswith(f"{paths[1]}: 4 parametrized")
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_a_reader_that_goes_away_ends_the_run_without_a_traceback(tmp_path, output):
+    """`pth-legacy-keys check ... | head -c 10`: the pipe closes under us."""
+    paths = [copy_of(tmp_path, name=f"m{i}.pth") for i in range(200)]
+    child = subprocess.Popen([sys.executable, "-m", "pth_legacy_keys", "check", "-v", "--jobs", "1",
+                              "--output", output, *map(str, paths)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.read(10)
+    child.stdout.close()  # as head does once it has its bytes
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 2
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

@@ -20,7 +20,8 @@ Keep PyTorch checkpoints loadable by software that expects legacy weight-norm ke
 EPILOG = """\
 exit codes: 0 every file is in the target format (after fixing, for fix);
             1 check found keys to rename, or fix met a module it cannot convert;
-            2 a file could not be read or was refused.
+            2 a file could not be read, is not a checkpoint, is a Git LFS pointer
+              (unless --lfs-pointers skip) or was refused; the output could not be written.
 """
 
 
@@ -73,7 +74,7 @@ def build_parser():
         "inspect", help="describe checkpoints and say whether legacy RVC software will load them",
         description="Describe each checkpoint (container, pickle, tensors, key style, RVC and Applio "
                     "metadata) and say whether legacy RVC loaders will load it, and why. Changes nothing; "
-                    "exit 2 when a file cannot be read, 0 otherwise.")
+                    "exit 2 when a file cannot be read, is a Git LFS pointer or was refused, 0 otherwise.")
     inspect.add_argument("paths", nargs="*", metavar="PATH", help="as for check")
     inspect.add_argument("--files-from", metavar="FILE", help="as for check")
     inspect.add_argument("--output", choices=("text", "json"), default="text",
@@ -107,6 +108,19 @@ def examine_all(examine, files, jobs):
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): stop without a traceback, and keep
+        # Python's own flush at exit from failing again on the closed pipe.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 2
+
+
+def _main(argv):
     args = build_parser().parse_args(argv)
     if hasattr(signal, "SIGXFSZ"):
         # Past a file-size limit, write() should fail with EFBIG (and the fix be abandoned

@@ -121,7 +121,7 @@ def _read_not_zip(f, path, file_size, head):
     outcome = reach(lambda offset, size: _pread(f, offset, size), file_size, head)
     if outcome.kind == IMPORTS:
         raise Refused(f"{_what_it_looks_like(head, file_size)}: torch.load would unpickle it from its "
-                      f"first byte and import '{outcome.detail}'")
+                      f"first byte, and that pickle can reach an import of '{outcome.detail}'")
     if outcome.kind == UNKNOWN:
         raise Refused(f"{_what_it_looks_like(head, file_size)}: torch.load would unpickle it from its "
                       f"first byte, and {outcome.detail}")

@@ -21,8 +21,9 @@ GLOBAL_OPCODES = {0x63: "GLOBAL", 0x69: "INST", 0x93: "STACK_GLOBAL", 0x82: "EXT
 HIGHEST_PROTOCOL = 5
 MAX_OPCODES = 100_000  # the legacy magic number takes 3; text stops within a few lines
 MAX_BYTES = 64 * 1024 * 1024
-# What strtol/PyLong_FromString/PyOS_string_to_double could possibly accept on a line.
-NUMBER_LINE = re.compile(rb"[0-9A-Za-z_+\-. \t\r\x0b\x0c]+")
+# What strtol/PyLong_FromString/PyOS_string_to_double could possibly accept on a line.  They
+# read it as a C string: it ends at its first NUL, and strtol takes an empty one for 0.
+NUMBER_LINE = re.compile(rb"[0-9A-Za-z_+\-. \t\r\x0b\x0c]*")
 
 STOPS, IMPORTS, COMPLETES, UNKNOWN = "stops", "imports", "completes", "unknown"
 
@@ -206,16 +207,16 @@ def _follow(source):
         elif op == 0x70:  # PUT: the line is read before the stack is checked
             line, pos = text_line(pos)
             need(1)
-            memo[_decimal(line)] = stack[-1]
+            memo[_decimal(_c_string(line))] = stack[-1]
         elif op == 0x67:  # GET
             line, pos = text_line(pos)
-            index = _decimal(line)
+            index = _decimal(_c_string(line))
             if index not in memo:
                 raise _Stop("memo entry missing")
             stack.append(memo[index])
         elif op in (0x49, 0x4C, 0x46):  # INT, LONG, FLOAT
             line, pos = text_line(pos)
-            if not NUMBER_LINE.fullmatch(line):
+            if not NUMBER_LINE.fullmatch(_c_string(line)):
                 raise _Stop("not a number")
             stack.append(OTHER)
         elif op == 0x53:  # STRING: must be quoted
@@ -269,6 +270,11 @@ def _follow(source):
         else:
             raise _Stop("unknown opcode")
     raise _Undecided(f"it runs more than {MAX_OPCODES:,} opcodes")
+
+
+def _c_string(line):
+    """`line` as C code reads it: up to its first NUL."""
+    return line.split(b"\0", 1)[0]
 
 
 def _decimal(line):

@@ -24,6 +24,7 @@ generator made are counted in the terminal summary.
 import io
 import json
 import os
+import pickle
 import pickletools
 import shutil
 import struct
@@ -51,7 +52,7 @@ from pth_legacy_keys.cli import main  # noqa: E402
 from pth_legacy_keys.inspection import inspect  # noqa: E402
 from test_fuzz import mutants  # noqa: E402
 from torch_helpers import assert_same_tree  # noqa: E402
-from torch_oracle import PLAIN_CHECKPOINT_GLOBALS, allowed_globals, torch_route  # noqa: E402
+from torch_oracle import PLAIN_CHECKPOINT_GLOBALS, TorchRoute, allowed_globals, pickle_module_for, torch_route  # noqa: E402
 
 from test_bad_input import PROTO2, call, global_, number, text  # noqa: E402  (pickle opcodes)
 
@@ -300,13 +301,37 @@ def test_oracle_records_a_torchscript_archive(tmp_path):
     assert route.jit_load and not route.forbidden, route
 
 
+NUMBER_LINES = [b"1", b"01", b"00", b"-7", b"+1", b" 1", b"1 ", b"0x1f", b"017", b"08", b"1_000", b"", b"\0",
+                b"1\0x", b"\0abc", b"x", b"1.5", b"1e3", b".5", b"inf", b"-nan", b"1.5\0z", b" 1.5", b"1_0.5",
+                b"12L", b"L", b"1L\0", b"\t2", b"0b1", b"1e", b"9" * 30, b"9" * 30 + b"\0"]
+
+
+@pytest.mark.parametrize("opcode", [b"I", b"L", b"F", b"p", b"g"])
+def test_oracle_reads_text_numbers_as_cpython_does(opcode):
+    """The oracle's unpickler is pickle.py's, taught _pickle.c's reading of text numbers (a C
+    string ends at its NUL): the same value, or an error, on every line."""
+    oracle = pickle_module_for(TorchRoute())
+    for line in NUMBER_LINES:
+        data = (b"N" if opcode in b"pg" else b"") + opcode + line + b"\n" + (b"g0\n" if opcode == b"p" else b"") + b"."
+        if opcode == b"g":
+            data = b"Np0\n0" + data[1:]
+        outcomes = []
+        for load in (pickle.loads, oracle.loads):
+            try:
+                value = load(data, encoding="utf-8")
+                outcomes.append((type(value), value if value == value else "nan"))
+            except Exception:
+                outcomes.append("error")
+        assert outcomes[0] == outcomes[1], (data, outcomes)
+
+
 def test_oracle_lets_build_on_plain_data_fail_as_pickle_does(tmp_path):
     """Found by the atheris harness: BUILD on an int runs nothing (pickle raises), so it is not a
     misuse; the file is protocol-0 text that pickle stops reading at INST without a MARK."""
-    data = b"I1\n()))" + b"M" * 36 + b")btio))."
-    route = torch_route(write(tmp_path, data))
-    assert not route.hostile and route.error is not None, route
-    assert scan(write(tmp_path, data)).status == "skipped"
+    for data in (b"I1\n()))" + b"M" * 36 + b")btio)).", b"}]bb"):  # the second: BUILD on a plain dict
+        route = torch_route(write(tmp_path, data))
+        assert not route.hostile and route.error is not None, route
+        assert scan(write(tmp_path, data)).status in ("skipped", "error")
 
 
 @pytest.mark.parametrize("kind", BASE_KINDS)
@@ -814,13 +839,41 @@ def test_safetensors_pickle_polyglots(tmp_path, opcode, slack, step, filler, nam
                  data, tmp_path, name, expect="hostile")
 
 
+def library_safetensors_with_length(tensors, length):
+    """safetensors.torch.save of `tensors` plus a uint8 tensor of "\n" and a hostile pickle, its
+    metadata padded so that the header is `length` bytes; None when the library's own padding to
+    8 bytes cannot land there."""
+    tensors = dict(tensors, zz=torch.frombuffer(bytearray(b"\n" + HOSTILE_TEXT_PICKLE), dtype=torch.uint8))
+    unpadded = struct.unpack_from("<Q", safetensors_torch.save(tensors, metadata={"note": ""}))[0]
+    for pad in range(max(0, length - unpadded - 16), max(0, length - unpadded + 16)):
+        data = safetensors_torch.save(tensors, metadata={"note": "a" * pad})
+        if struct.unpack_from("<Q", data)[0] == length:
+            return data
+    return None
+
+
+@settings(max_examples=40 * SCALE, **ROUTE_SETTINGS)
+@given(opener=st.sampled_from([b"(I", b"(L", b"(F", b"0I", b"(\x88"]), name=st.sampled_from(NAMES),
+       shapes=st.lists(st.integers(1, 4), min_size=0, max_size=2))
+def test_library_safetensors_whose_length_is_a_text_number(tmp_path, opener, name, shapes):
+    """Found by the red team: the 8 length bytes of a file the safetensors library wrote read as
+    MARK and a text INT that _pickle.c ends at the first NUL, so the line runs on to a newline in
+    the tensor bytes, and what follows it is a pickle torch.load runs."""
+    length = int.from_bytes(opener, "little")
+    tensors = {f"t{i}": torch.full((n,), float(i)) for i, n in enumerate(shapes)}
+    data = library_safetensors_with_length(tensors, length)
+    if data is None:
+        return
+    assert_route("c-other-format", f"library safetensors, length bytes {opener!r}", data, tmp_path, name)
+
+
 @settings(max_examples=300 * SCALE, **ROUTE_SETTINGS)
 @given(preamble=st.lists(st.sampled_from(PREAMBLE_GROUPS), max_size=3), hostile=st.sampled_from(HOSTILE_GLOBALS),
        trailer=st.lists(st.sampled_from(TRAILER_LINES), max_size=4), newline=st.sampled_from(["\n", "\r\n"]),
        name=st.sampled_from(NAMES))
 def test_path_configuration_pickles(tmp_path, preamble, hostile, trailer, newline, name):
-    if newline == "\r\n":  # a STRING's quotes must end its line, and '\r' would follow them
-        preamble = [group for group in preamble if not group[0].startswith("S")]
+    if newline == "\r\n":  # a STRING's quotes and a C float must end their line: '\r' would follow
+        preamble = [group for group in preamble if not group[0].startswith(("S", "F"))]
     preamble = [line for group in preamble for line in group]
     data = path_configuration_pickle(preamble, *hostile, f"touch {MARKER}", trailer, newline)
     assert_route("c-other-format", f"path configuration pickle {hostile}, preamble {preamble}, {newline!r}",

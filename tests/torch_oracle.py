@@ -26,6 +26,7 @@ import contextlib
 import io
 import os
 import pickle
+import re
 import types
 import warnings
 from collections import OrderedDict
@@ -52,7 +53,7 @@ PLAIN_CHECKPOINT_GLOBALS = {
     "_codecs.encode": _weights_only_unpickler.encode,
 }
 
-PLAIN_DATA_TYPES = (int, float, complex, bool, str, bytes, bytearray, list, tuple, set, frozenset, type(None))
+PLAIN_DATA_TYPES = (int, float, complex, bool, str, bytes, bytearray, list, tuple, set, frozenset, dict, type(None))
 TENSOR_REBUILDERS = (torch._utils._rebuild_tensor_v2, torch._utils._rebuild_tensor_v3)
 TENSOR_TYPES = (torch.Tensor, torch.nn.parameter.Parameter)
 # Values that are data, not code: a dtype saved in a config is what torch.save writes for it.
@@ -178,7 +179,8 @@ def pickle_module_for(route):
         def load_build(self):
             state, target = self.stack[-1], self.stack[-2]
             # torch.save writes BUILD only for an OrderedDict's attributes (_metadata).  On plain
-            # data (an int, a list) BUILD runs nothing: pickle itself fails or does nothing.
+            # data (an int, a list, a plain dict; not an OrderedDict) BUILD runs nothing: pickle
+            # itself fails or does nothing.
             if type(target) in PLAIN_DATA_TYPES:
                 return super().load_build()
             if not isinstance(target, dict) or not isinstance(state, dict):
@@ -187,10 +189,10 @@ def pickle_module_for(route):
                 raise OracleError("oracle: BUILD outside a dict's attributes")
             super().load_build()
 
-        # Where pickle.py reaches find_class and _pickle.c (what pickle.load and pickle.Unpickler
-        # are in CPython, and so what torch runs) does not, follow _pickle.c: its readline fails
-        # on a line without "\n", GLOBAL wants each line at least one character long, and INST
-        # looks for its MARK before it reads the names.
+        # Where pickle.py and _pickle.c (what pickle.load and pickle.Unpickler are in CPython, and
+        # so what torch runs) differ, follow _pickle.c: its readline fails on a line without "\n",
+        # GLOBAL wants each line at least one character long, INST looks for its MARK before it
+        # reads the names, and text numbers are C strings (they end at a NUL; see c_number).
         def _c_line(self):
             line = self.readline()
             if len(line) < 2 or not line.endswith(b"\n"):
@@ -208,8 +210,34 @@ def pickle_module_for(route):
             klass = self.find_class(module.decode("ascii"), name.decode("ascii"))
             self._instantiate(klass, self.pop_mark())
 
+        def load_int(self):
+            self.append(c_number(self._c_line(), "int"))
+
+        def load_long(self):
+            self.append(c_number(self._c_line(), "long"))
+
+        def load_float(self):
+            self.append(c_number(self._c_line(), "float"))
+
+        def load_get(self):
+            self.append(self.memo[c_number(self._c_line(), "decimal")])
+
+        def load_put(self):
+            line = self._c_line()
+            if not self.stack:
+                raise pickle.UnpicklingError("unpickling stack underflow")
+            index = c_number(line, "decimal")
+            if index < 0:
+                raise ValueError("negative PUT argument")
+            self.memo[index] = self.stack[-1]
+
         dispatch[pickle.GLOBAL[0]] = load_global
         dispatch[pickle.INST[0]] = load_inst
+        dispatch[pickle.INT[0]] = load_int
+        dispatch[pickle.LONG[0]] = load_long
+        dispatch[pickle.FLOAT[0]] = load_float
+        dispatch[pickle.GET[0]] = load_get
+        dispatch[pickle.PUT[0]] = load_put
         dispatch[pickle.REDUCE[0]] = load_reduce
         dispatch[pickle.NEWOBJ[0]] = load_newobj
         dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
@@ -235,6 +263,35 @@ def pickle_module_for(route):
         UnpicklingError=pickle.UnpicklingError, HIGHEST_PROTOCOL=pickle.HIGHEST_PROTOCOL,
         DEFAULT_PROTOCOL=pickle.DEFAULT_PROTOCOL,
     )
+
+
+# strtol(s, &end, 0) as _pickle.c's INT uses it, and the C float syntax of PyOS_string_to_double.
+C_STRTOL = re.compile(rb"[ \t\n\x0b\x0c\r]*[+-]?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+C_DOUBLE = re.compile(rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)", re.IGNORECASE)
+
+
+def c_number(line, kind):
+    """A text number's value as _pickle.c reads `line` (without its newline): as a C string, up
+    to its first NUL.  INT tries strtol (an empty string is 0) and else PyLong_FromString; LONG
+    drops a final "L" first; FLOAT must be wholly a C double; GET and PUT read base 10."""
+    if kind == "long" and line.endswith(b"L"):
+        line = line[:-1]
+    text = line.split(b"\0", 1)[0]
+    if kind == "int":
+        if not text:
+            return 0 if len(line) != 2 else False  # strtol of "": 0 (a 3-byte line "\0?\n" is a bool)
+        if C_STRTOL.fullmatch(text):
+            digits = text.strip()
+            sign = -1 if digits[:1] == b"-" else 1
+            digits = digits.lstrip(b"+-")
+            base = 16 if digits[:2].lower() == b"0x" else 8 if digits[:1] == b"0" and len(digits) > 1 else 10
+            value = sign * int(digits[2:] if base == 16 else digits, base)
+            return bool(value) if len(line) == 2 and value in (0, 1) else value
+    if kind == "float":
+        if not C_DOUBLE.fullmatch(text):
+            raise ValueError("could not convert string to float")
+        return float(text)
+    return int(text.decode("ascii"), 10 if kind == "decimal" else 0)
 
 
 def call_misuse(function, args):

@@ -81,10 +81,22 @@ PUSHES = [f for f in FRAGMENTS
           if f[:1] and (f[:1] in b")]}NKMJG\x8a\x8bXU\x8cTCB\x88\x89" or f[:1] in (b"I", b"F", b"S", b"V"))]
 
 
+# Bytes a text argument may hold that C and Python read differently: NUL, signs, prefixes,
+# underscores, dots, exponents, quotes, backslashes, whitespace, bytes above 0x7f.
+LINE_BYTES = b"0123456789xXoObBeEL+-_. \t\r\x0b\x0c\0'\"\\uUnaif\x80\xc3\xa9"
+
+
+def random_line(rng):
+    """A text opcode with a line of random bytes: INT, LONG, FLOAT, STRING, UNICODE, GET, PUT."""
+    line = bytes(rng.choice(LINE_BYTES) for _ in range(rng.randint(0, 6)))
+    return bytes([rng.choice(b"ILFSVgp")]) + line + b"\n"
+
+
 def random_pickles(count, seed):
     rng = random.Random(seed)
     for _ in range(count):
-        parts = [rng.choice(PUSHES if rng.random() < 0.6 else FRAGMENTS) for _ in range(rng.randint(1, 12))]
+        parts = [random_line(rng) if rng.random() < 0.2 else rng.choice(PUSHES if rng.random() < 0.6 else FRAGMENTS)
+                 for _ in range(rng.randint(1, 12))]
         yield b"".join(parts) + (b"." if rng.random() < 0.5 else b"")
 
 
@@ -98,7 +110,7 @@ def test_pickle_reach_never_says_stops_where_cpython_imports():
             theirs = cpython_outcome(data)
             assert theirs != IMPORTS, (data, ours, theirs)
     # The generator reaches every outcome often, so the comparison means something.
-    assert min(tally[STOPS], tally[COMPLETES], tally[IMPORTS]) > 500, tally
+    assert min(tally[STOPS], tally[COMPLETES], tally[IMPORTS]) > 300, tally
 
 
 @pytest.mark.parametrize("data", [

@@ -745,15 +745,14 @@ def jump_chain(distance, step):
         distance = rest
 
 
-def safetensors_pickle_polyglot(tensors, swallow_opcode, slack, step, filler="a"):
+def safetensors_pickle_polyglot(tensors, swallow_opcode, slack, step, filler="a", tail=HOSTILE_TEXT_PICKLE):
     """A valid safetensors file that pickle, reading from byte 0, takes as: an opcode that swallows
     a count of bytes (its header length is that opcode and count), landing `slack` bytes into a
     __metadata__ string; SHORT_BINSTRING jumps from there to the end of the header; then a
-    hostile protocol-0 pickle that is a uint8 tensor's bytes.  None if no count can do it."""
+    hostile protocol-0 pickle (or `tail`) that is a uint8 tensor's bytes.  None if no count can do it."""
     valid = safetensors_torch.save(tensors)  # the library's own layout, re-laid out below
     (length,) = struct.unpack_from("<Q", valid)
     header = json.loads(valid[8:8 + length])
-    tail = HOSTILE_TEXT_PICKLE
     entries = {"hostile": {"dtype": "U8", "shape": [len(tail)], "data_offsets": [0, len(tail)]}}
     data = bytearray(tail)
     for name, entry in header.items():
@@ -816,6 +815,30 @@ def other_format_variants():
         yield (f"LFS-looking tar, first type {first_type!r}", lfs_looking_tar(LFS_TEXT[:99], first_type), "hostile")
     yield "LFS pointer then a pickle", LFS_TEXT.encode() + HOSTILE_PICKLE, "benign"
     yield "LFS pointer head then a pickle", LFS_TEXT[:45].encode() + HOSTILE_PICKLE, "benign"
+
+
+def frame_cut_by_an_argument(length, opcode, pickle=HOSTILE_TEXT_PICKLE):
+    """A FRAME of `length` bytes whose last opcode's argument runs past its end. _pickle.c reads
+    such a frame from a file with read() and refills from after it, dropping the frame's unread
+    bytes: in order the pickle stops, as torch.load reads it a GLOBAL follows (our red team)."""
+    cut, after = opcode + b"\x05ab", b"abcyz"  # a 1-byte count, then 2 of its 5 bytes in the frame
+    content = b"B" + struct.pack("<I", length - 5 - len(cut)) + bytes(length - 5 - len(cut)) + cut
+    return b"\x95" + struct.pack("<Q", len(content)) + content + after + pickle
+
+
+def test_frames_cut_by_an_argument(tmp_path):
+    """At byte 0, and as the tensor bytes a safetensors polyglot's jumps land in (which the tool
+    called ok until FRAME made the byte-0 pickle undecided)."""
+    messages = []
+    for length in (9_000, 140_000):
+        for opcode in (b"U", b"\x8c"):  # SHORT_BINSTRING, SHORT_BINUNICODE (bytes read in order)
+            data = frame_cut_by_an_argument(length, opcode)
+            messages.append(examine("c-other-format", f"FRAME of {length} cut by {opcode!r}", data, tmp_path,
+                                    expect="hostile"))
+            polyglot = safetensors_pickle_polyglot({}, SWALLOWING_OPCODES[0], 0, 100, tail=data)
+            messages.append(examine("c-other-format", f"safetensors, then a FRAME of {length} cut by {opcode!r}",
+                                    polyglot, tmp_path, expect="hostile"))
+    assert_no_holes(messages)
 
 
 def test_content_read_as_another_format_every_kind(tmp_path):

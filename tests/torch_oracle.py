@@ -444,16 +444,53 @@ def no_forced_weights_only():
 
 
 def torch_route(path):
-    """Load `path` the way `torch.load(path, weights_only=False)` would; report what it imported."""
+    """Load `path` the way `torch.load(path, weights_only=False)` would; report what it imported.
+
+    Twice, when the first finds nothing: with the checking pickle.py unpickler above, then with
+    _pickle.c's own (what torch really runs), whose find_class records and refuses the same way.
+    The second sees what only C reading from a file does (a FRAME refilled from after its end).
+    """
     route = TorchRoute()
-    module = pickle_module_for(route)
-    with open(path, "rb") as f, jit_load_recorded(route), no_forced_weights_only(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            route.result = torch.load(f, map_location="cpu", weights_only=False, pickle_module=module)
-        except Exception as exc:  # noqa: BLE001 (a file torch cannot load is fine; what it reached is the point)
-            route.error = exc
+    for module in (pickle_module_for(route), c_pickle_module_for(route)):
+        with open(path, "rb") as f, jit_load_recorded(route), no_forced_weights_only(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                route.result = torch.load(f, map_location="cpu", weights_only=False, pickle_module=module)
+                route.error = None
+            except Exception as exc:  # noqa: BLE001 (a file torch cannot load is fine; what it reached is the point)
+                route.error = exc
+        if route.hostile:
+            break
     return route
+
+
+def c_pickle_module_for(route):
+    """A pickle module whose unpickler is _pickle.c's, importing only allowed globals."""
+    allowed = allowed_globals()
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            # _pickle.c maps Python 2 names first for protocols < 3; its protocol is not visible
+            # from here, and mapping always only ever turns one name into another we refuse or allow.
+            dotted = f"{module}.{name}"
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                dotted = ".".join(_compat_pickle.NAME_MAPPING[(module, name)])
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                dotted = f"{_compat_pickle.IMPORT_MAPPING[module]}.{name}"
+            if dotted not in allowed:
+                route.forbidden.append((module, name))
+                raise OracleError(f"oracle: torch would import {dotted}")
+            return allowed[dotted]
+
+    def load(file, **kwargs):
+        return Unpickler(file, **kwargs).load()
+
+    return types.SimpleNamespace(
+        __name__="torch_oracle_c_pickle", Unpickler=Unpickler, load=load,
+        loads=lambda data, **kwargs: load(io.BytesIO(data), **kwargs), Pickler=pickle.Pickler, dump=pickle.dump,
+        dumps=pickle.dumps, UnpicklingError=pickle.UnpicklingError, HIGHEST_PROTOCOL=pickle.HIGHEST_PROTOCOL,
+        DEFAULT_PROTOCOL=pickle.DEFAULT_PROTOCOL,
+    )
 
 
 def assert_torch_runs_nothing(path):

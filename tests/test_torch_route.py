@@ -301,6 +301,15 @@ def test_oracle_records_a_torchscript_archive(tmp_path):
     assert route.jit_load and not route.forbidden, route
 
 
+def test_oracle_caps_what_cpython_allocates_for_a_memo_index(tmp_path):
+    """Found by atheris: LONG_BINPUT with the index b"0\\nS'" makes _pickle.c fill a memo of
+    1.3 billion entries (10 GB); the oracle's cap turns that into a MemoryError."""
+    data = b"I1\n0(dr0\nS'key'\np0\nL5L\nsS'x'\n__metadata__g0\ns."
+    route = torch_route(write(tmp_path, data))
+    assert not route.hostile and isinstance(route.error, MemoryError), route
+    assert scan(write(tmp_path, data)).status == "skipped"
+
+
 NUMBER_LINES = [b"1", b"01", b"00", b"-7", b"+1", b" 1", b"1 ", b"0x1f", b"017", b"08", b"1_000", b"", b"\0",
                 b"1\0x", b"\0abc", b"x", b"1.5", b"1e3", b".5", b"inf", b"-nan", b"1.5\0z", b" 1.5", b"1_0.5",
                 b"12L", b"L", b"1L\0", b"\t2", b"0b1", b"1e", b"9" * 30, b"9" * 30 + b"\0"]

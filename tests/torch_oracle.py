@@ -452,7 +452,8 @@ def torch_route(path):
     """
     route = TorchRoute()
     for module in (pickle_module_for(route), c_pickle_module_for(route)):
-        with open(path, "rb") as f, jit_load_recorded(route), no_forced_weights_only(), warnings.catch_warnings():
+        with open(path, "rb") as f, jit_load_recorded(route), no_forced_weights_only(), warnings.catch_warnings(), \
+                memory_capped():
             warnings.simplefilter("ignore")
             try:
                 route.result = torch.load(f, map_location="cpu", weights_only=False, pickle_module=module)
@@ -462,6 +463,27 @@ def torch_route(path):
         if route.hostile:
             break
     return route
+
+
+@contextlib.contextmanager
+def memory_capped(headroom=1 << 30):
+    """Let torch.load allocate at most `headroom` more bytes: _pickle.c grows its memo to twice a
+    LONG_BINPUT index and fills it, so a 4-byte index asks for gigabytes (a MemoryError here)."""
+    try:
+        import resource
+
+        with open("/proc/self/status") as status:
+            in_use = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmData:"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        capped = in_use + headroom if hard == resource.RLIM_INFINITY else min(hard, in_use + headroom)
+        resource.setrlimit(resource.RLIMIT_DATA, (capped, hard))
+    except (ImportError, OSError, StopIteration, ValueError):
+        yield  # no /proc or no RLIMIT_DATA: unguarded
+        return
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
 def c_pickle_module_for(route):

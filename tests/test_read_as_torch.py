@@ -552,3 +552,25 @@ def test_fix_never_writes_a_file_that_torch_would_read_as_a_pickle(tmp_path, cap
     assert code == 2 and "did not read back" in line and "can reach an import of 'os.system'" in line, line
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_zip64_locator_must_point_at_the_record_before_it(tmp_path, capsys):
+    """miniz reads the zip64 end record just before its locator first, then where the locator
+    says: both must be the same place, so that we and miniz read one central directory."""
+    data = bytearray(PARAMETRIZED.read_bytes())
+    locator = data.rindex(b"PK\x06\x07")
+    (z64_offset,) = struct.unpack_from("<Q", data, locator + 8)
+    assert z64_offset + 56 == locator
+    struct.pack_into("<Q", data, locator + 8, z64_offset - 56)
+    path = tmp_path / "model.pth"
+    path.write_bytes(bytes(data))
+    assert_rejected(capsys, path, "refused", "the zip64 end record is not where its locator says")
+
+
+def test_a_state_dict_build_sets_metadata_once(tmp_path, capsys):
+    """torch.save's one BUILD is {'_metadata': OrderedDict}: a second item is not torch.save's."""
+    metadata = global_("collections", "OrderedDict") + b")R"
+    state = b"}(" + text("_metadata") + metadata + text("_metadata") + metadata + b"u"
+    pickle_bytes = PROTO2 + global_("collections", "OrderedDict") + b")R" + state + b"b."
+    path = hand_made_checkpoint(tmp_path / "model.pth", pickle_bytes)
+    assert_rejected(capsys, path, "refused", "sets object state (BUILD) in a way a plain checkpoint never does")

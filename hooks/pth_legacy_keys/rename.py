@@ -440,6 +440,25 @@ def _is_spectral_norm_state(weight, u, v):
     return matrix == numel and u.shape[0] in weight.shape
 
 
+def _legacy_modules(state_dict, names, suffix):
+    """(key Text, its name, module "P.N", base "P.parametrizations.N.") for each key "P.N<suffix>"."""
+    for text in _keys(state_dict):
+        name = names.of(text)
+        parts = names.legacy(name, suffix)
+        if parts:
+            prefix, param = parts
+            yield text, name, names.join(prefix, param), names.join(prefix, PARAMETRIZATIONS, param, ".")
+
+
+def _target_taken(module, base, values, parametrized, names):
+    """Why the parametrized names for `module` cannot be used, or None when they are free."""
+    if module in values:
+        return names.said("{} is already a key", module)
+    if base in parametrized:
+        return names.said("{}* is already in the state dict", base)
+    return None
+
+
 def _plan_to_parametrized(state_dict, names):
     duplicates = _duplicates_problem(state_dict, names)
     if duplicates:
@@ -452,48 +471,27 @@ def _plan_to_parametrized(state_dict, names):
         if parts:
             parametrized.add(names.join(parts[0], PARAMETRIZATIONS, parts[1], "."))
     found = []
-    for text in _keys(state_dict):
-        magnitude = names.of(text)
-        parts = names.legacy(magnitude, "_g")
-        if not parts:
-            continue
-        prefix, param = parts
-        module = names.join(prefix, param)
+    for text, magnitude, module, base in _legacy_modules(state_dict, names, "_g"):
         direction = names.join(module, "_v")
         if direction not in values:
             continue
-        base = names.join(prefix, PARAMETRIZATIONS, param, ".")
         spectral = [name for name in (names.join(module, "_orig"), names.join(module, "_u")) if name in values]
         if spectral:
             reason = names.said("{} is present: {} belongs to a legacy spectral norm", spectral[0], direction)
         else:
-            reason = names.shapes_problem(values[magnitude], values[direction], magnitude, direction)
-        if not reason:
-            if module in values:
-                reason = names.said("{} is already a key", module)
-            elif base in parametrized:
-                reason = names.said("{}* is already in the state dict", base)
+            reason = (names.shapes_problem(values[magnitude], values[direction], magnitude, direction)
+                      or _target_taken(module, base, values, parametrized, names))
         pairs = [] if reason else [(text, names.join(base, "original0")),
                                    (texts[direction], names.join(base, "original1"))]
         found.append((WEIGHT_NORM, module, pairs, reason))
-    for text in _keys(state_dict):
-        original = names.of(text)
-        parts = names.legacy(original, "_orig")
-        if not parts:
-            continue
-        prefix, param = parts
-        module = names.join(prefix, param)
+    for _, _, module, base in _legacy_modules(state_dict, names, "_orig"):
         legacy_names = [names.join(module, suffix) for suffix in SPECTRAL_NORM_SUFFIXES]
         if not all(name in values for name in legacy_names) or names.join(module, "_g") in values:
             continue  # not a spectral norm; or, with _g, already reported as ambiguous above
-        base = names.join(prefix, PARAMETRIZATIONS, param, ".")
-        reason = None
         if not names.is_spectral_norm_state(*(values[name] for name in legacy_names)):
             reason = names.said("{}_orig, _u and _v do not have a spectral norm's shapes", module)
-        elif module in values:
-            reason = names.said("{} is already a key", module)
-        elif base in parametrized:
-            reason = names.said("{}* is already in the state dict", base)
+        else:
+            reason = _target_taken(module, base, values, parametrized, names)
         pairs = [] if reason else [(texts[name], names.join(base, leaf))
                                    for name, leaf in zip(legacy_names, SPECTRAL_NORM_LEAVES)]
         found.append((SPECTRAL_NORM, module, pairs, reason))

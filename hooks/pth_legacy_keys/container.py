@@ -178,6 +178,7 @@ def _is_path_configuration(head):
 
 def _read_zip(f, path, file_size, locate_all_records):
     records, end_of_records = _read_central_directory(f, file_size)
+    _refuse_code_carrying(records)
     prefix = _archive_prefix(records)
     by_name = {r.name: r for r in records}
     pickle_record = by_name.get(prefix + "data.pkl")
@@ -323,7 +324,6 @@ def _apply_zip64_extra(extra, size, compressed, offset):
 
 
 def _archive_prefix(records):
-    _refuse_code_carrying(records)
     if not records or "/" not in records[0].name:
         raise CheckpointError("not a PyTorch checkpoint: a zip archive without data.pkl")
     prefix = records[0].name.split("/", 1)[0] + "/"

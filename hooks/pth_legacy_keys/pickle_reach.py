@@ -15,12 +15,13 @@ may call a harmless file dangerous, never the reverse.
 
 import re
 
+from .pickle_walk import MAX_PICKLE_BYTES
+
 # Opcodes that make the unpickler resolve a global (find_class): GLOBAL, INST,
 # STACK_GLOBAL and the copyreg extension codes.
 GLOBAL_OPCODES = {0x63: "GLOBAL", 0x69: "INST", 0x93: "STACK_GLOBAL", 0x82: "EXT1", 0x83: "EXT2", 0x84: "EXT4"}
 HIGHEST_PROTOCOL = 5
 MAX_OPCODES = 100_000  # the legacy magic number takes 3; text stops within a few lines
-MAX_BYTES = 64 * 1024 * 1024
 # What strtol/PyLong_FromString/PyOS_string_to_double could possibly accept on a line.  They
 # read it as a C string: it ends at its first NUL, and strtol takes an empty one for 0.
 NUMBER_LINE = re.compile(rb"[0-9A-Za-z_+\-. \t\r\x0b\x0c]*")
@@ -50,12 +51,11 @@ class Outcome:
     """Where the unpickler ends: it `stops` with an error, `imports` a global (`name`),
     `completes` (reaches STOP with a value), or we cannot tell (`unknown`)."""
 
-    __slots__ = ("kind", "detail", "end")
+    __slots__ = ("kind", "detail")
 
-    def __init__(self, kind, detail, end):
+    def __init__(self, kind, detail=None):
         self.kind = kind
         self.detail = detail
-        self.end = end
 
 
 class _Source:
@@ -72,9 +72,9 @@ class _Source:
             return True
         if end > self.size:
             return False
-        if end > MAX_BYTES:
-            raise _Undecided(f"it would read more than {MAX_BYTES >> 20} MiB")
-        want = min(self.size, MAX_BYTES, max(end, 2 * len(self.data), 64 * 1024))
+        if end > MAX_PICKLE_BYTES:
+            raise _Undecided(f"it would read more than {MAX_PICKLE_BYTES >> 20} MiB")
+        want = min(self.size, MAX_PICKLE_BYTES, max(end, 2 * len(self.data), 64 * 1024))
         self.data += self.read(len(self.data), want - len(self.data))
         return True
 
@@ -105,9 +105,9 @@ def reach(read, size, head=b""):
     try:
         return _follow(source)
     except _Stop as stop:
-        return Outcome(STOPS, str(stop), None)
+        return Outcome(STOPS, str(stop))
     except _Undecided as why:
-        return Outcome(UNKNOWN, str(why), None)
+        return Outcome(UNKNOWN, str(why))
 
 
 def _follow(source):
@@ -159,7 +159,7 @@ def _follow(source):
                 need(2)
                 if stack[-1] is not TEXT or stack[-2] is not TEXT:
                     raise _Stop("STACK_GLOBAL without two strings")
-            return Outcome(IMPORTS, name, pos)
+            return Outcome(IMPORTS, name)
         if op in _PUSH:
             stack.append(_PUSH[op])
         elif op in _FIXED_ARGUMENT:
@@ -181,7 +181,7 @@ def _follow(source):
             marks.append(len(stack))
         elif op == 0x2E:  # STOP
             need(1)
-            return Outcome(COMPLETES, None, pos)
+            return Outcome(COMPLETES)
         elif op == 0x80:  # PROTO
             if argument(pos, 1)[0] > HIGHEST_PROTOCOL:
                 raise _Stop("unsupported protocol")

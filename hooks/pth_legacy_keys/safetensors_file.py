@@ -95,20 +95,11 @@ def replace_keys(header, replacements):
     new_text = "".join(out)
     body = new_text.rstrip(WHITESPACE)
     if len(header.raw) % ALIGNMENT:
-        encoded = _utf8(new_text)
+        encoded = new_text.encode("utf-8")
     else:
-        encoded = _utf8(body)
+        encoded = body.encode("utf-8")
         encoded += b" " * (-len(encoded) % ALIGNMENT)
     return HEADER_LENGTH.pack(len(encoded)) + encoded
-
-
-def _utf8(text):
-    """The header as UTF-8.  A lone surrogate (escaped in the JSON as \\ud800) has no UTF-8 form;
-    read_header refuses such headers, so this is a last guard, not a path a file can take."""
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise Refused("a safetensors key holds a lone surrogate, which UTF-8 cannot write") from None
 
 
 def _refuse_lone_surrogates(strings):

@@ -180,14 +180,18 @@ def test_pickle_reach_lets_plain_text_stop(data):
 # -- tar ------------------------------------------------------------------------------------------
 
 
-def tar_bytes(members):
+def tar_bytes(members, tar_format=tarfile.USTAR_FORMAT, end_blocks=True):
+    """A tar archive of (name, bytes) members; without `end_blocks`, no end-of-archive blocks."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    archive = tarfile.open(fileobj=buffer, mode="w", format=tar_format)
+    for name, payload in members:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime = len(payload), 0
+        archive.addfile(info, io.BytesIO(payload))
+    members_end = archive.offset
+    archive.close()
+    data = buffer.getvalue()
+    return data if end_blocks else data[:members_end]
 
 
 def tarfile_opens(data):

@@ -51,6 +51,7 @@ from pth_legacy_keys import fix, scan  # noqa: E402
 from pth_legacy_keys.cli import main  # noqa: E402
 from pth_legacy_keys.inspection import inspect  # noqa: E402
 from test_fuzz import mutants  # noqa: E402
+from test_read_as_torch import tar_bytes  # noqa: E402
 from torch_helpers import assert_same_tree  # noqa: E402
 from torch_oracle import PLAIN_CHECKPOINT_GLOBALS, TorchRoute, allowed_globals, pickle_module_for, torch_route  # noqa: E402
 
@@ -587,19 +588,6 @@ def test_zip_end_record_tricks(tmp_path, layout, base, zip64, comment, declare_e
 
 
 # -- tar ----------------------------------------------------------------------------------------
-
-
-def tar_bytes(members, tar_format=tarfile.USTAR_FORMAT, end_blocks=True):
-    buffer = io.BytesIO()
-    archive = tarfile.open(fileobj=buffer, mode="w", format=tar_format)
-    for name, payload in members:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime = len(payload), 0
-        archive.addfile(info, io.BytesIO(payload))
-    members_end = archive.offset
-    archive.close()
-    data = buffer.getvalue()
-    return data if end_blocks else data[:members_end]
 
 
 def torch_tar_members(storages=HOSTILE_PICKLE, before=(), after=()):

@@ -368,6 +368,7 @@ def test_long_key_fetched_from_the_memo_many_times_costs_bounded_memory(tmp_path
         assert peak_mib < MEMORY_BOUND_MIB, f"{command}: peak RSS {peak_mib:.0f} MiB"
         # Every rename is listed, each long name shortened: output grows with the renames, not their length.
         assert len(out) < 200 * len(pickle_bytes), f"{command}: {len(out)} bytes of output"
+        stdout_path.unlink()  # up to 80 MB of listed renames
 
 
 # -- 4. keys that made the key regex quadratic -----------------------------------------------

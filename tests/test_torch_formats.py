@@ -253,6 +253,7 @@ def test_file_over_4_gib_uses_zip64(tmp_path):
     assert loaded["big"].shape == big.shape and not loaded["big"].any()
     assert fix(path, to="parametrized").status == "fixed"
     assert sha256_of(path) == original_digest
+    path.unlink()  # 4 GiB: not left among pytest's kept temporary folders
 
 
 def sha256_of(path):

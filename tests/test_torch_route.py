@@ -112,9 +112,16 @@ def examine(generator, label, data, tmp_path, name="x.pth", expect=None):
     `expect` is "hostile" or "benign" when the generator knows what torch must make of the
     file; a mismatch is a message too (a broken generator or a blind oracle).
     """
+    folder = tempfile.mkdtemp(dir=tmp_path)
+    try:  # a generator writes a thousand files: each goes as soon as it is judged
+        return _examine_in(folder, generator, label, data, name, expect)
+    finally:
+        shutil.rmtree(folder)
+
+
+def _examine_in(folder, generator, label, data, name, expect):
     tally = TALLY.setdefault(generator, Counter())
     tally["files"] += 1
-    folder = tempfile.mkdtemp(dir=tmp_path)
     path = os.path.join(folder, name)
     with open(path, "wb") as f:
         f.write(data)

@@ -161,7 +161,7 @@ def test_files_from_a_list_and_from_standard_input(fixture_copy, tmp_path, monke
     assert main(["check", "-v", "--files-from", str(listing)]) == 1
     out = capsys.readouterr().out
     assert f"{first}: 4 parametrized" in out and f"{second}: ok" in out
-    monkeypatch.setattr("sys.stdin", io.StringIO(f"{second}\n"))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(f"{second}\n".encode())))
     assert main(["check", "--files-from", "-"]) == 0
     assert capsys.readouterr().out == "checked 1 file: 1 ok\n"
 
@@ -185,6 +185,36 @@ def test_globs_are_expanded_when_no_file_has_that_name(fixture_copy, tmp_path, m
     assert examined == [os.path.join("models", "v1", "a.pth"), os.path.join("models", "v2", "deep", "b.pth")]
 
 
+def test_a_pattern_that_matches_nothing_fails_as_a_missing_file(fixture_copy, tmp_path, monkeypatch, capsys):
+    """A typo in a workflow's `paths:` must not turn into a green "checked 0 files"."""
+    fixture_copy("parametrized.bin", "models/a.pth")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "model/*.pth"]) == 2
+    assert capsys.readouterr().out.splitlines() == [
+        "model/*.pth: error: no such file, and no file matches it as a pattern", "checked 1 file: 1 error"]
+    (tmp_path / "empty").mkdir()
+    assert main(["check", "empty"]) == 0  # a folder with no checkpoints is not a typo
+    assert capsys.readouterr().out == "checked 0 files\n"
+
+
+def test_each_odd_line_of_a_path_list_gets_one_clean_line(fixture_copy, tmp_path, monkeypatch, capsys):
+    legacy = fixture_copy("legacy.bin", "ok.pth")
+    undecodable = os.fsdecode(b"\xff.pth")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"a\0b.pth\r\n" + os.fsencode(str(legacy)) + b"\r\n\n   \n\xff.pth\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "--files-from", str(listing)]) == 2
+    assert capsys.readouterr().out.splitlines() == [
+        "a\\x00b.pth: error: the name holds a NUL byte, which no file's name can",
+        "\\udcff.pth: error: no such file",
+        "checked 3 files: 1 ok, 2 error",
+    ]
+    if sys.platform != "win32":
+        copy_of(tmp_path, fixture_copy("parametrized.bin"), undecodable)  # that very name, as bytes
+        assert main(["check", "--files-from", str(listing)]) == 2
+        assert "\\udcff.pth: 4 parametrized" in capsys.readouterr().out
+
+
 def test_changed_since_keeps_only_files_changed_after_a_revision(fixture_copy, tmp_path, monkeypatch, capsys):
     git("init", "-q", "-b", "main", cwd=tmp_path)
     fixture_copy("parametrized.bin", "old.pth")
@@ -200,6 +230,68 @@ def test_changed_since_keeps_only_files_changed_after_a_revision(fixture_copy, t
     assert "new.pth: 4 parametrized" in out and "old.pth" not in out
     assert main(["check", "--changed-since", "no-such-revision"]) == 2
     assert "cannot list the files changed since no-such-revision" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("revision", ["--output=x.txt", "-p", "--no-index", "HEAD:old.pth"])
+def test_a_revision_is_never_an_option_and_must_name_a_commit(revision, fixture_copy, tmp_path, monkeypatch,
+                                                              capsys):
+    git("init", "-q", "-b", "main", cwd=tmp_path)
+    fixture_copy("parametrized.bin", "old.pth")
+    git("add", "old.pth", cwd=tmp_path)
+    git("commit", "-q", "-m", "base", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", f"--changed-since={revision}"]) == 2
+    assert capsys.readouterr().err == (f"pth-legacy-keys: cannot list the files changed since {revision}: "
+                                       f"{revision!r} does not name a commit here\n")
+    assert sorted(os.listdir(tmp_path)) == [".git", "old.pth"]
+
+
+def test_changed_since_takes_any_revision_git_takes(fixture_copy, tmp_path, monkeypatch, capsys):
+    git("init", "-q", "-b", "main", cwd=tmp_path)
+    fixture_copy("parametrized.bin", "old.pth")
+    git("add", "old.pth", cwd=tmp_path)
+    git("commit", "-q", "-m", "the base", cwd=tmp_path)
+    git("tag", "-a", "-m", "annotated", "v1", cwd=tmp_path)
+    fixture_copy("parametrized.bin", "new.pth")
+    git("add", "new.pth", cwd=tmp_path)
+    git("commit", "-q", "-m", "topic", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for revision in (":/the base", "v1", "HEAD~1", "main~1"):
+        assert main(["check", "--changed-since", revision]) == 1
+        out = capsys.readouterr().out
+        assert "new.pth: 4 parametrized" in out and "old.pth" not in out
+
+
+def test_checkpoints_in_checked_out_submodules_are_examined(fixture_copy, tmp_path, monkeypatch, capsys):
+    library = tmp_path / "library"
+    library.mkdir()
+    git("init", "-q", "-b", "main", cwd=library)
+    fixture_copy("parametrized.bin", "library/voice.pth")
+    git("add", "voice.pth", cwd=library)
+    git("commit", "-q", "-m", "voice", cwd=library)
+    project = tmp_path / "project"
+    project.mkdir()
+    git("init", "-q", "-b", "main", cwd=project)
+    fixture_copy("legacy.bin", "project/own.pth")
+    git("add", "own.pth", cwd=project)
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "vendor", cwd=project)
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "unused", cwd=project)
+    git("submodule", "deinit", "-q", "-f", "unused", cwd=project)  # not checked out: nothing to examine
+    git("commit", "-q", "-m", "base", cwd=project)
+    monkeypatch.chdir(project)
+    assert main(["check", "-v"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in out if not line.startswith((" ", "checked"))] == [
+        "own.pth", os.path.join("vendor", "voice.pth")]
+    # A submodule whose commit changed counts as changed with all its files.
+    git("tag", "base", cwd=project)
+    assert main(["check", "--changed-since", "base"]) == 0
+    assert capsys.readouterr().out == "checked 0 files\n"
+    git("commit", "-q", "--allow-empty", "-m", "more", cwd=library)
+    git("-c", "protocol.file.allow=always", "submodule", "update", "-q", "--remote", "vendor", cwd=project)
+    git("commit", "-q", "-am", "newer voices", cwd=project)
+    assert main(["check", "--changed-since", "base"]) == 1
+    assert f"{os.path.join('vendor', 'voice.pth')}: 4 parametrized" in capsys.readouterr().out
 
 
 def test_report_file_holds_the_json_document(fixture_copy, tmp_path, capsys):

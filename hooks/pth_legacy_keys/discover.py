@@ -18,8 +18,9 @@ def collect(paths, changed_since=None):
 
     An explicit file is examined whatever its name; a folder is walked for checkpoint
     names; a glob that names no existing file is expanded (`**` crosses folders), for
-    shells and workflow inputs that do not; no paths means the tracked checkpoints of
-    the current git repository, or the current folder walked when it is not in one.
+    shells and workflow inputs that do not, and kept as a missing file if it matches
+    nothing; no paths means the tracked checkpoints of the current git repository and
+    its checked-out submodules, or the current folder walked when it is not in one.
     With `changed_since`, only the files changed between that revision and HEAD remain.
     """
     if not paths:
@@ -28,34 +29,44 @@ def collect(paths, changed_since=None):
     else:
         files = []
         for path in paths:
-            if GLOB_CHARACTERS & set(path) and not os.path.lexists(path):
+            if "\0" in path:
+                files.append(path)  # no file has this name: it gets its own line saying so
+            elif GLOB_CHARACTERS & set(path) and not os.path.lexists(path):
                 import glob
 
-                for match in sorted(glob.glob(path, recursive=True)):
+                matches = sorted(glob.glob(path, recursive=True))
+                for match in matches:
                     files.extend(_walk(match) if os.path.isdir(match) else [match])
+                if not matches:
+                    files.append(path)  # a typo in a pattern must fail as a missing file does, not pass
             elif os.path.isdir(path):
                 files.extend(_walk(path))
             else:
                 files.append(path)
     if changed_since is not None:
         changed = _git_changed_files(changed_since)
-        files = [path for path in files if os.path.relpath(path) in changed]
+        files = [path for path in files if _is_changed(os.path.relpath(path), changed)]
     return list(dict.fromkeys(files))
 
 
 def read_path_list(source):
-    """Paths from a file (or standard input for "-"), one per line; blank lines are ignored."""
+    """Paths from a file (or standard input for "-"), one per line; blank lines are ignored.
+
+    Lines are bytes decoded as the file system decodes names (os.fsdecode), so a name that is not
+    UTF-8 is still the name of its file, and a line no file can have is still one line of its own.
+    """
     import sys
 
     try:
         if source == "-":
-            text = sys.stdin.read()
+            data = sys.stdin.buffer.read()
         else:
-            with open(source, encoding="utf-8") as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DiscoveryError(f"cannot read the path list {source}: {exc}") from None
-    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+            with open(source, "rb") as f:
+                data = f.read()
+    except OSError as exc:
+        raise DiscoveryError(f"cannot read the path list {source}: {exc.strerror or exc}") from None
+    lines = (line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n"))
+    return [os.fsdecode(line) for line in lines if line.strip()]
 
 
 def _git(*args):
@@ -66,7 +77,8 @@ def _git(*args):
 
 def _git_tracked_checkpoints():
     try:
-        listing = _git("ls-files", "-z", "--cached", "--", ".")
+        # A checked-out submodule's checkpoints ship with the repository too.
+        listing = _git("ls-files", "-z", "--cached", "--recurse-submodules", "--", ".")
     except OSError:
         return None
     if listing.returncode != 0:
@@ -78,16 +90,50 @@ def _git_tracked_checkpoints():
 
 def _git_changed_files(revision):
     """Paths (relative to here) added or changed between `revision` and HEAD, as `git diff A...B` shows."""
+    commit = _git_commit(revision)
     try:
+        # The verified commit id, never the user's text, reaches the diff: it cannot be an option.
         diff = _git("diff", "--name-only", "-z", "--no-renames", "--diff-filter=d", "--relative",
-                    f"{revision}...HEAD", "--")
+                    f"{commit}...HEAD", "--")
     except OSError as exc:
         raise DiscoveryError(f"cannot run git to list the files changed since {revision}: {exc}") from None
     if diff.returncode != 0:
-        message = os.fsdecode(diff.stderr).strip().splitlines()
-        raise DiscoveryError(f"cannot list the files changed since {revision}: "
-                             f"{message[0] if message else 'git diff failed'}")
+        raise DiscoveryError(f"cannot list the files changed since {revision}: {_first_line(diff.stderr)}")
     return {os.path.normpath(name) for name in _nul_separated(diff.stdout)}
+
+
+def _is_changed(path, changed):
+    """Whether `path` changed: it is in `changed`, or lies in a submodule whose commit changed
+    (git diff names a submodule, not the files in it)."""
+    while path and path not in changed:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return bool(path)
+
+
+def _git_commit(revision):
+    """The commit id `revision` names. `--end-of-options` keeps a revision like `--output=x` a
+    revision; the commit is asked of the id, not of the text, where a `^{commit}` suffix would
+    become part of a `:/message` search."""
+    return _rev_parse(f"{_rev_parse(revision, revision)}^{{commit}}", revision)
+
+
+def _rev_parse(text, revision):
+    try:
+        parsed = _git("rev-parse", "--verify", "--quiet", "--end-of-options", text)
+    except OSError as exc:
+        raise DiscoveryError(f"cannot run git to list the files changed since {revision}: {exc}") from None
+    if parsed.returncode != 0:
+        raise DiscoveryError(f"cannot list the files changed since {revision}: "
+                             f"{revision!r} does not name a commit here")
+    return os.fsdecode(parsed.stdout).strip()
+
+
+def _first_line(stderr):
+    lines = os.fsdecode(stderr).strip().splitlines()
+    return lines[0] if lines else "git diff failed"
 
 
 def _nul_separated(output):

@@ -4,6 +4,7 @@ import os
 import struct
 
 from .container import file_identity, read_checkpoint, record_crc, region_crc
+from .discover import GLOB_CHARACTERS
 from .errors import CheckpointError, NotACheckpoint, Refused
 from .pickle_edit import replace_strings
 from .regular_file import open_regular, require_regular_file
@@ -66,6 +67,9 @@ def examine_safely(report, examine, lfs_pointers="error"):
     """Run `examine(real path)` for `report.path`; turn every way a file can fail into
     `report.status` and `report.reason`, so that one bad file never stops the others."""
     path = report.path
+    if "\0" in path:
+        report.status, report.reason = "error", "the name holds a NUL byte, which no file's name can"
+        return report
     try:
         # A symlinked checkpoint is fixed where it lives; the link stays a link.
         real_path = os.path.realpath(path)
@@ -181,7 +185,8 @@ def _copied_records(checkpoint):
 
 def _os_error_reason(exc):
     if isinstance(exc, FileNotFoundError):
-        return "no such file"
+        pattern = GLOB_CHARACTERS & set(os.fsdecode(exc.filename or ""))
+        return "no such file, and no file matches it as a pattern" if pattern else "no such file"
     if isinstance(exc, PermissionError):
         return "permission denied"
     if isinstance(exc, IsADirectoryError):

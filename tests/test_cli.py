@@ -329,7 +329,7 @@ def test_parallel_jobs_keep_the_order_and_the_verdicts(fixture_copy, tmp_path, c
 
 def test_text_output_streams_each_file_before_the_next_is_examined(fixture_copy, monkeypatch, capsys):
     """Reports are not kept for the text output, so memory stays flat over thousands of files."""
-    import pth_legacy_keys.cli as cli
+    from pth_legacy_keys import cli
 
     paths = [str(fixture_copy("parametrized.bin", f"m{i}.pth")) for i in range(3)]
     seen_before_each_scan = []
@@ -358,3 +358,19 @@ def test_a_reader_that_goes_away_ends_the_run_without_a_traceback(tmp_path, outp
     stderr = child.stderr.read().decode()
     assert child.wait(timeout=120) == 2
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+@pytest.mark.parametrize("output", ["text", "github"])
+def test_a_console_that_cannot_encode_a_name_gets_escapes_not_a_crash(output, fixture_copy, tmp_path):
+    """A Windows runner's console is cp1252: fix must not rewrite a file and then die printing its name."""
+    path = fixture_copy("parametrized.bin", "模型.pth")
+    environment = {**os.environ, "PYTHONIOENCODING": "cp1252", "PYTHONUTF8": "0"}
+    environment.pop("GITHUB_STEP_SUMMARY", None)
+    environment.pop("GITHUB_OUTPUT", None)
+    result = subprocess.run([sys.executable, "-m", "pth_legacy_keys", "fix", "--output", output, "--", str(path)],
+                            capture_output=True, env=environment, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr
+    escaped = str(path).replace("模型", "\\u6a21\\u578b").encode("cp1252")
+    assert escaped in result.stdout
+    assert main(["check", str(path)]) == 0

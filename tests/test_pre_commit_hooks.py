@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers import LEGACY, PARAMETRIZED, copy_of, run
+from pth_legacy_keys.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / ".pre-commit-hooks.yaml"
@@ -59,9 +60,10 @@ def test_manifest_is_valid(runner):
 def test_manifest_declares_both_hooks_with_the_mode_in_the_entry():
     hooks = manifest()
     assert list(hooks) == HOOK_IDS
-    assert hooks["check-pth-legacy-keys"]["entry"] == "pth-legacy-keys check"
-    assert hooks["fix-pth-legacy-keys"]["entry"] == "pth-legacy-keys fix"
+    assert hooks["check-pth-legacy-keys"]["entry"] == "pth-legacy-keys check --hook"
+    assert hooks["fix-pth-legacy-keys"]["entry"] == "pth-legacy-keys fix --hook"
     for hook in hooks.values():
+        assert hook["args"] == ["--"]  # the file names pre-commit appends are never options
         assert hook["language"] == "python"
         assert hook["types"] == ["file"]  # not binary: an LFS pointer is text and must be reported
         assert hook["stages"] == ["pre-commit", "pre-merge-commit", "pre-push", "manual"]
@@ -73,9 +75,50 @@ def test_args_cannot_turn_a_check_into_a_fix(tmp_path, capsys):
     """pre-commit appends args and file names to `entry`: a stray `fix` is only a missing file."""
     path = copy_of(tmp_path, PARAMETRIZED, "voice.pth")
     before = path.read_bytes()
-    code, out = run(capsys, "check", "fix", path)
+    code, out = run(capsys, "check", "--hook", "fix", "--", path)
     assert code == 2 and "fix: error: no such file" in out
     assert path.read_bytes() == before
+
+
+def hook_command(hook_id, args=None):
+    """What pre-commit runs: entry, then args (the manifest's unless the user gives their own)."""
+    hook = manifest()[hook_id]
+    return hook["entry"].split()[1:] + (hook["args"] if args is None else args)
+
+
+@pytest.mark.parametrize("hook_id", HOOK_IDS)
+def test_a_file_named_like_an_option_is_a_file(hook_id, tmp_path, monkeypatch, capsys):
+    """Every option that would name a file, a list or a revision, spelled as a checkpoint name."""
+    monkeypatch.chdir(tmp_path)
+    victim = tmp_path / "outside" / "victim.pth"
+    names = ["--report=" + str(victim), "--changed-since=:/x.pth", "--files-from=list.pth", "--to=x.pth",
+             "-q.pth", "--hook.pth", "--.pth"]
+    for name in names:
+        copy_of(tmp_path, PARAMETRIZED, name)
+    code, out = run(capsys, *hook_command(hook_id), *names)
+    verdict = "4 parametrized" if hook_id.startswith("check") else "fixed"
+    assert code == (1 if hook_id.startswith("check") else 0), out
+    for name in names:
+        assert f"{name}: {verdict}" in out
+    assert not victim.exists()
+
+
+@pytest.mark.parametrize("args", [[], ["--to", "legacy"], ["-v"]])
+def test_users_args_without_the_separator_stop_the_hook(args, tmp_path, capsys):
+    path = copy_of(tmp_path, PARAMETRIZED, "voice.pth")
+    before = path.read_bytes()
+    for hook_id in HOOK_IDS:
+        assert main([*hook_command(hook_id, args), str(path)]) == 2
+        assert "as a hook, the file names must follow --" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("option", [["--report", "r.json"], ["--changed-since", "HEAD"], ["--files-from", "l"],
+                                    ["--output", "json"]])
+def test_options_that_name_files_or_revisions_are_not_hook_options(option, tmp_path, capsys):
+    path = copy_of(tmp_path, PARAMETRIZED, "voice.pth")
+    assert main([*hook_command("check-pth-legacy-keys", [*option, "--"]), str(path)]) == 2
+    assert f"{option[0]}: not an option of the hook" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name, matches", [
@@ -245,6 +288,45 @@ def test_legacy_model_passes_both_hooks_untouched(runner, tmp_path, hook_reposit
         assert result.returncode == 0, result.stdout + result.stderr
         assert model.read_bytes() == before
         assert os.stat(model).st_mtime_ns == 1_600_000_000_000_000_000
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_files_named_like_options_cannot_turn_off_the_check(runner, tmp_path, hook_repository, runner_homes):
+    """Names a pull request could add: one that would make the check compare against a commit of
+    the attacker's choosing (`:/text` is the newest commit whose message holds the text), so
+    that nothing looks changed; one that would write the report over a file outside the repository."""
+    repo = model_repository(tmp_path / "voices", hook_repository, "check-pth-legacy-keys", runner, runner_homes)
+    victim = tmp_path / "outside" / "victim.pth"
+    victim.parent.mkdir()
+    victim.write_bytes(b"not ours")
+    git("commit", "-q", "--no-verify", "-m", "bypass.pth", cwd=repo)
+    names = ["--changed-since=:/bypass.pth", f"--report={victim}", "voice.pth"]
+    for name in names:
+        copy_of(repo, PARAMETRIZED, name)
+    git("add", "--", *names, cwd=repo)
+    blocked = commit(repo, runner_homes)
+    output = blocked.stdout + blocked.stderr
+    assert blocked.returncode != 0, output
+    for name in names:
+        assert f"{name}: 4 parametrized weight-norm keys" in output
+    assert victim.read_bytes() == b"not ours"
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_users_args_must_end_with_the_separator(runner, tmp_path, hook_repository, runner_homes):
+    repo = model_repository(tmp_path / "voices", hook_repository, "check-pth-legacy-keys", runner, runner_homes)
+    config = repo / ".pre-commit-config.yaml"
+    config.write_text(config.read_text() + "        args: [--to, legacy]\n")
+    git("add", ".pre-commit-config.yaml", cwd=repo)
+    copy_of(repo, LEGACY, "voice.pth")
+    git("add", "voice.pth", cwd=repo)
+    stopped = commit(repo, runner_homes)
+    assert stopped.returncode != 0
+    assert "as a hook, the file names must follow --" in stopped.stdout + stopped.stderr
+    config.write_text(config.read_text().replace("args: [--to, legacy]", "args: [--to, legacy, --]"))
+    git("add", ".pre-commit-config.yaml", cwd=repo)
+    passed = commit(repo, runner_homes)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
 
 
 @pytest.mark.parametrize("runner", RUNNERS)

@@ -11,6 +11,7 @@ from .discover import DiscoveryError, collect, read_path_list
 from .engine import LFS_POINTER_CHOICES, fix, scan
 from .rename import DIRECTIONS, FAMILIES, LEGACY
 from .report import encodable, exit_code, summary, text_lines, write_inspections, write_json
+from .symlinks import writing_root
 
 DESCRIPTION = """\
 Keep PyTorch checkpoints loadable by software that expects legacy weight-norm keys
@@ -60,6 +61,9 @@ def build_parser():
         command.add_argument("--lfs-pointers", choices=LFS_POINTER_CHOICES, default="error",
                              help="a Git LFS pointer instead of a checkpoint: fail (exit 2) or warn "
                                   "(default: %(default)s)")
+        command.add_argument("--hook", action="store_true",
+                             help="run as a pre-commit hook: the file names follow --, so that none is read as "
+                                  "an option, and only the options a hook needs are accepted")
         if name == "fix":
             command.add_argument("--verify", action="store_true",
                                  help="before replacing a file, load the original and the rewrite with torch "
@@ -108,6 +112,7 @@ def examine_all(examine, files, jobs):
 
 
 def main(argv=None):
+    _survive_any_name()
     try:
         return _main(argv)
     except BrokenPipeError:
@@ -120,8 +125,30 @@ def main(argv=None):
         return 2
 
 
+# What a pre-commit hook's `args:` may set: none of these names a file to write, a list of files
+# or a revision, so even a file name read as an option could only make the hook fail.
+HOOK_OPTIONS = {"to", "only", "lfs_pointers", "jobs", "verbosity", "verify"}
+
+
+def _survive_any_name():
+    """Write what the console cannot encode (a file's name on a cp1252 Windows console) as
+    escapes: a crash after fix has rewritten files would hide what it did."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass  # not a text file we may reconfigure (a test's StringIO already takes anything)
+
+
 def _main(argv):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "hook", False):
+        problem = _not_a_hook_invocation(parser, args, argv)
+        if problem:
+            print(f"pth-legacy-keys: {problem}", file=sys.stderr)
+            return 2
     if hasattr(signal, "SIGXFSZ"):
         # Past a file-size limit, write() should fail with EFBIG (and the fix be abandoned
         # cleanly) instead of the signal killing us and leaving a temporary file behind.
@@ -154,18 +181,23 @@ def _main(argv):
                 print(f"pth-legacy-keys: {missing}", file=sys.stderr)
                 return 2
         options["verify"] = args.verify
+        options["root"] = writing_root()
     examine = partial(scan if args.command == "check" else fix, **options)
     reports = examine_all(examine, files, args.jobs)
     if args.output == "text" and not args.report:
         return _print_text(args.command, reports, args.verbosity)
     reports = list(reports)  # the JSON document and GitHub's summary need them all at once
     if args.report:
+        from .writer import write_new_file
+
+        def fill(f):
+            write_json(f, args.command, args.to, reports, __version__)
+            f.write("\n")
+
         try:
-            with open(args.report, "w", encoding="utf-8") as f:
-                write_json(f, args.command, args.to, reports, __version__)
-                f.write("\n")
+            write_new_file(args.report, fill)
         except OSError as exc:
-            print(f"pth-legacy-keys: cannot write the report {args.report}: {exc.strerror}", file=sys.stderr)
+            print(f"pth-legacy-keys: cannot write the report {args.report}: {exc.strerror or exc}", file=sys.stderr)
             return 2
     if args.output == "text":
         return _print_text(args.command, reports, args.verbosity)
@@ -177,6 +209,25 @@ def _main(argv):
 
         print(publish(args.command, args.to, reports, args.report))
     return exit_code([report.status for report in reports])
+
+
+def _not_a_hook_invocation(parser, args, argv):
+    """Why `argv` is not safe to run as a hook, or None.
+
+    pre-commit and prek append the staged file names after the hook's `entry` and `args` with no
+    separator of their own, so a file named `--report=x.pth` would be an option. The manifest's
+    default `args: [--]` puts every name after `--`; a user's own `args:` must end with it too.
+    """
+    if "--" not in argv:
+        return ("as a hook, the file names must follow --: end the hook's args with it, "
+                "as in `args: [--to, parametrized, --]`")
+    defaults = parser.parse_args([args.command])
+    given = [name for name, value in vars(args).items()
+             if name not in HOOK_OPTIONS | {"command", "hook", "paths"} and value != getattr(defaults, name)]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        return f"{options}: not an option of the hook (pre-commit names the files to examine)"
+    return None
 
 
 def _inspect(files, output, lfs_pointers):

@@ -12,6 +12,7 @@ from .rename import DIRECTIONS, FAMILIES, LEGACY, plan, shown_name
 from .report import FileReport
 from .rvc import vocoder
 from .safetensors_file import replace_keys
+from .symlinks import require_no_link_out, writing_root
 from .writer import replace_atomically, write_legacy, write_safetensors, write_zip
 
 LFS_POINTER_CHOICES = ("error", "skip")
@@ -22,17 +23,19 @@ def scan(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES):
     return _run(path, to, lfs_pointers, families, write=False)
 
 
-def fix(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES, verify=False):
+def fix(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES, verify=False, root=None):
     """Rename the keys of `path` to the `to` names in place, if any need it.
 
     `families` limits the parametrizations converted (weight norm, spectral norm).  With
     `verify`, torch loads the original and the rewrite, and every tensor must be bit-equal
-    under the renames before the rewrite replaces the original (see verify.py).
+    under the renames before the rewrite replaces the original (see verify.py).  A symbolic
+    link inside `root` (default: symlinks.writing_root()) is written through only when it
+    leads to a file inside `root`.
     """
-    return _run(path, to, lfs_pointers, families, write=True, verify=verify)
+    return _run(path, to, lfs_pointers, families, write=True, verify=verify, root=root)
 
 
-def _run(path, to, lfs_pointers, families, write, verify=False):
+def _run(path, to, lfs_pointers, families, write, verify=False, root=None):
     if to not in DIRECTIONS:
         raise ValueError(f"to must be one of {DIRECTIONS}, not {to!r}")
     if not families or set(families) - set(FAMILIES):
@@ -55,6 +58,7 @@ def _run(path, to, lfs_pointers, families, write, verify=False):
             report.status = "cannot-convert"
         elif renames.renames or renames.param_names:
             if write:
+                require_no_link_out(path, root or writing_root())
                 report.verified = _rewrite(real_path, checkpoint, renames, to, families, verify)
                 report.status = "fixed"
             else:

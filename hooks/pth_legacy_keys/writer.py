@@ -176,7 +176,8 @@ def replace_atomically(path, identity, write, verify):
     remove_stale_temporaries(path)
     fd, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path) + f"{os.getpid()}.", suffix=".tmp",
                                      dir=folder)
-    try:
+
+    def prepare():
         try:
             write(_Output(fd))
             _keep_owner(fd, before)
@@ -190,6 +191,15 @@ def replace_atomically(path, identity, write, verify):
         if not hasattr(os, "fchmod"):
             os.chmod(temporary, stat.S_IMODE(before.st_mode))
         _check_unchanged(os.stat(path), identity)
+
+    _swap_in(temporary, path, prepare)
+
+
+def _swap_in(temporary, path, prepare):
+    """Run `prepare()`, then let `temporary` replace `path`; if anything fails, remove `temporary`
+    and leave `path` as it was."""
+    try:
+        prepare()
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -197,7 +207,27 @@ def replace_atomically(path, identity, write, verify):
         except OSError:
             pass
         raise
-    _fsync_folder(folder)
+    _fsync_folder(os.path.dirname(path) or ".")
+
+
+def write_new_file(path, fill):
+    """Write `path` as a new file, atomically: `fill(f)` writes UTF-8 text to a temporary file
+    beside it, which then replaces `path`. A symbolic link at `path` is replaced, never written
+    through; a failure leaves whatever was at `path` as it was."""
+    import secrets
+
+    folder = os.path.dirname(path) or "."
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL: never opens an existing file or follows a link; 0o666 lets the umask decide, as open() does.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+
+    def prepare():
+        with open(fd, "w", encoding="utf-8", newline="\n") as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _swap_in(temporary, path, prepare)
 
 
 def _keep_owner(fd, original):

@@ -1,0 +1,79 @@
+"""Where fix may write: never out of the repository through a link the repository holds.
+
+A pull request can add `models/x.pth` as a symbolic link to a checkpoint elsewhere on the
+machine (a cache, another checkout), or a linked folder. Reading through it is harmless; writing
+through it would change a file that is not the repository's. So a link met *inside* the root
+must lead to a place inside the root. Links outside it (a home folder that is itself a link, a
+path the user typed) are the user's own and are followed.
+"""
+
+import os
+
+from .errors import Refused
+
+
+def writing_root():
+    """The top folder of the git work tree we run in (where pre-commit and the Action run), or
+    the current folder outside a repository."""
+    import subprocess  # only fix needs it: keep a check's start-up short
+
+    try:
+        found = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True)
+    except OSError:
+        found = None
+    top = os.fsdecode(found.stdout).strip() if found is not None and found.returncode == 0 else ""
+    return os.path.realpath(top or os.getcwd())
+
+
+def require_no_link_out(path, root):
+    """Raise Refused if `path` passes through a link inside `root` that leads outside it."""
+    escape = link_out_of(path, root)
+    if escape:
+        import shlex
+
+        link, target = escape
+        raise Refused(f"the symbolic link {link} leads out of {root}, to {target}; fix writes there only "
+                      f"when you name the file itself: pth-legacy-keys fix -- {shlex.quote(os.path.realpath(path))}")
+
+
+def link_out_of(path, root):
+    """(link, its target) for the first link inside `root` on the way to `path` whose target is
+    outside `root`, or None. The walk resolves as the kernel does: `..` after a link is the
+    parent of the link's target, not of the link."""
+    root = os.path.realpath(root)
+    current, *parts = _components(path)
+    current = os.path.realpath(current)
+    for part in parts:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        step = os.path.join(current, part)
+        if os.path.islink(step):
+            target = os.path.realpath(step)
+            if _inside(current, root) and not _inside(target, root):
+                return step, target
+            current = target
+        else:
+            current = step
+    return None
+
+
+def _components(path):
+    """The anchor (a root or the current folder) and the names after it, unnormalised."""
+    path = os.fspath(path)
+    drive, rest = os.path.splitdrive(path)
+    if os.path.isabs(path):
+        anchor = drive + rest[:1]
+        rest = rest[1:]
+    else:
+        anchor = os.getcwd() if not drive else drive
+    separators = os.sep + (os.altsep or "")
+    for separator in separators[1:]:
+        rest = rest.replace(separator, os.sep)
+    return [anchor, *rest.split(os.sep)]
+
+
+def _inside(path, root):
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

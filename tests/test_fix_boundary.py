@@ -1,0 +1,135 @@
+"""Where fix and --report write: never out of the repository through a link the repository holds.
+
+A pull request can add a symbolic link where a checkpoint is expected, to a file or a folder
+elsewhere on the runner. Reading through it is harmless; fix must not write through it, and a
+report must replace whatever is at its path rather than write into a link's target.
+"""
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from helpers import LEGACY, PARAMETRIZED, copy_of, run
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
+
+
+def git(*args, cwd):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+@pytest.fixture
+def layout(tmp_path, monkeypatch):
+    """tmp/repo (a git work tree, the current folder) and tmp/outside/cache.pth beside it."""
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    (repo / "models").mkdir(parents=True)
+    git("init", "-q", cwd=repo)
+    outside_model = copy_of(outside, PARAMETRIZED, "cache.pth")
+    monkeypatch.chdir(repo)
+    return repo, outside_model
+
+
+@pytest.mark.parametrize("how", ["file link", "folder link", "folder link by glob", "folder walked",
+                                 "link to a link", "dot-dot after a link", "tracked link, no paths"])
+def test_fix_does_not_write_out_of_the_repository_through_its_links(how, layout, capsys):
+    repo, outside_model = layout
+    before = outside_model.read_bytes()
+    if how in ("file link", "tracked link, no paths", "folder walked"):
+        os.symlink(outside_model, repo / "models" / "voice.pth")
+        args, shown, link = ["models/voice.pth"], os.path.join("models", "voice.pth"), repo / "models" / "voice.pth"
+        if how == "tracked link, no paths":
+            git("add", "models/voice.pth", cwd=repo)
+            args = []
+        elif how == "folder walked":
+            args = ["models"]
+    elif how.startswith("folder"):
+        os.symlink(outside_model.parent, repo / "models" / "shared")
+        shown, link = os.path.join("models", "shared", "cache.pth"), repo / "models" / "shared"
+        args = {"folder link": [shown], "folder link by glob": ["models/shared/*.pth"]}[how]
+    elif how == "link to a link":
+        os.symlink(outside_model, repo / "models" / "inner.pth")
+        os.symlink("inner.pth", repo / "models" / "voice.pth")
+        args, shown, link = ["models/voice.pth"], "models/voice.pth", repo / "models" / "voice.pth"
+    else:
+        (outside_model.parent / "sub").mkdir()
+        os.symlink(outside_model.parent / "sub", repo / "models" / "sub")
+        args, shown, link = ["models/sub/../cache.pth"], "models/sub/../cache.pth", repo / "models" / "sub"
+    code, out = run(capsys, "check", *args)
+    assert code == 1 and f"{shown}: 4 parametrized" in out  # reading through the link is fine
+    code, out = run(capsys, "fix", *args)
+    assert code == 2
+    target = os.path.realpath(link)
+    assert (f"{shown}: refused: the symbolic link {link} leads out of {repo}, to {target}; fix writes there "
+            f"only when you name the file itself: pth-legacy-keys fix -- {outside_model}; "
+            "nothing was changed") in out, out
+    assert outside_model.read_bytes() == before
+    assert set(os.listdir(outside_model.parent)) <= {"cache.pth", "sub"}  # no temporary file was made there
+    code, out = run(capsys, "fix", outside_model)  # named by the user: that is the user's choice
+    assert code == 0 and f"{outside_model}: fixed" in out
+
+
+def test_a_link_that_stays_inside_the_repository_is_fixed_where_it_leads(layout, capsys):
+    repo, _ = layout
+    real = copy_of(repo / "voices", PARAMETRIZED, "real.pth")
+    os.symlink("../voices/real.pth", repo / "models" / "voice.pth")
+    code, out = run(capsys, "fix", "models/voice.pth")
+    assert code == 0 and "models/voice.pth: fixed: renamed 4 keys" in out
+    assert os.readlink(repo / "models" / "voice.pth") == "../voices/real.pth"  # the link stays a link
+    plain = copy_of(repo / "plain", PARAMETRIZED, "voice.pth")
+    assert run(capsys, "fix", plain)[0] == 0
+    assert real.read_bytes() == plain.read_bytes()  # written exactly as a file named directly
+
+
+def test_links_outside_the_repository_are_the_users_own(tmp_path, monkeypatch, capsys):
+    """A path through a linked folder above the repository (a home folder on another disk) is
+    followed: only links the repository holds are bounded."""
+    real_home = tmp_path / "disk" / "home"
+    repo = real_home / "repo"
+    (repo / "models").mkdir(parents=True)
+    git("init", "-q", cwd=repo)
+    copy_of(repo / "models", PARAMETRIZED, "voice.pth")
+    os.symlink(real_home, tmp_path / "home")
+    monkeypatch.chdir(repo)
+    code, out = run(capsys, "fix", tmp_path / "home" / "repo" / "models" / "voice.pth")
+    assert code == 0 and "fixed: renamed 4 keys" in out
+
+
+def test_outside_a_repository_the_current_folder_is_the_boundary(tmp_path, monkeypatch, capsys):
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    outside_model = copy_of(outside, PARAMETRIZED, "cache.pth")
+    work.mkdir()
+    os.symlink(outside_model, work / "voice.pth")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # the test's own folders are no repository
+    code, out = run(capsys, "fix", "voice.pth")
+    assert code == 2 and f"leads out of {work}" in out
+
+
+def test_the_report_replaces_a_link_at_its_path_and_never_writes_through_it(layout, capsys):
+    repo, outside_model = layout
+    before = outside_model.read_bytes()
+    os.symlink(outside_model, repo / "report.json")
+    copy_of(repo / "models", LEGACY, "voice.pth")
+    code, _ = run(capsys, "check", "--report", "report.json", "models/voice.pth")
+    assert code == 0
+    assert outside_model.read_bytes() == before
+    assert not os.path.islink(repo / "report.json")
+    assert b'"status": "ok"' in (repo / "report.json").read_bytes()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(repo / "report.json").st_mode) == 0o666 & ~umask
+
+
+def test_a_report_that_cannot_be_written_leaves_nothing_behind(layout, capsys):
+    repo, _ = layout
+    copy_of(repo / "models", LEGACY, "voice.pth")
+    (repo / "report.json").mkdir()
+    code = __import__("pth_legacy_keys.cli", fromlist=["main"]).main(
+        ["check", "--report", "report.json", "models/voice.pth"])
+    assert code == 2
+    assert "cannot write the report report.json" in capsys.readouterr().err
+    assert sorted(os.listdir(repo)) == [".git", "models", "report.json"]

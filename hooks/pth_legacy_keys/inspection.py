@@ -2,7 +2,14 @@
 
 Everything here comes from the same reading as `check`: the container, the pickle walked
 as opcodes (or the safetensors header) and the inert tree; nothing is unpickled.
+
+The JSON document (`Inspection.to_json`) is strict JSON (RFC 8259), as every document the tool
+writes is: a metadata float that is not finite, which JSON has no spelling for, is the string
+JavaScript's String() gives it: "NaN", "Infinity" or "-Infinity" (so `"sr": "Infinity"` is the
+float inf, or a file's own string "Infinity"; the text output tells them apart: `inf`, `'Infinity'`).
 """
+
+import math
 
 from . import rvc
 from .container import U32_MAX, read_checkpoint
@@ -38,6 +45,8 @@ class Inspection:
         return 2 if self.status in ("not-checked", "refused", "error") else 0
 
     def to_json(self):
+        """The `files` entry of `inspect --output json`: only JSON's own values, a metadata float
+        that is not finite spelled "NaN", "Infinity" or "-Infinity" (see the module docstring)."""
         return {
             "path": self.path,
             "status": self.status,
@@ -47,7 +56,7 @@ class Inspection:
             "tensors": self.tensors,
             "keys": self.keys,
             "kind": self.kind,
-            "metadata": self.metadata,
+            "metadata": json_value(self.metadata),
             "vocoder": None if self.vocoder is None else {
                 "name": self.vocoder.name, "evidence": self.vocoder.evidence, "legacy_rvc": False},
             "loads_in_legacy_rvc": self.legacy_rvc,
@@ -242,6 +251,21 @@ def _bounded(value):
         return shown_name(value, METADATA_JSON_LIMIT)
     if isinstance(value, list):
         return [_bounded(item) for item in value]
+    return value
+
+
+def json_value(value):
+    """`value` (a number, string, None, or lists, tuples and dicts of them) with each float that
+    is not finite replaced by the string JavaScript's String() spells it with: strict JSON has no
+    NaN or Infinity, and report._write_document refuses to write one."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, (list, tuple)):
+        return [json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: json_value(item) for key, item in value.items()}
     return value
 
 

@@ -203,5 +203,8 @@ def _write_document(out, version, **fields):
 
     document = {"schema_version": SCHEMA_VERSION, "tool": "pth-legacy-keys", "version": version, **fields}
     # ASCII: the strings come from the file and may hold lone surrogates, which UTF-8 cannot carry.
-    for chunk in json.JSONEncoder(indent=2, ensure_ascii=True).iterencode(document):
+    # Strict JSON (RFC 8259): JSON.parse, jq and Go refuse a whole document for one NaN or Infinity,
+    # so a float that is not finite raises ValueError here; values from a file reach the document
+    # already spelled as strings (inspection.json_value).
+    for chunk in json.JSONEncoder(indent=2, ensure_ascii=True, allow_nan=False).iterencode(document):
         out.write(chunk)

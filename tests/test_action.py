@@ -88,6 +88,13 @@ def rvc_parametrized():
     return buffer.getvalue()
 
 
+class Link:
+    """A symbolic link a pull request adds, where a checkpoint is expected."""
+
+    def __init__(self, target):
+        self.target = target
+
+
 class ModelRepository:
     """main: models/old.pth (legacy) and models/already.pth (parametrized); a pull request adds files.
 
@@ -107,7 +114,10 @@ class ModelRepository:
         git("checkout", "-q", "-b", "pr", cwd=path)
         for name, content in pr_files.items():
             (path / name).parent.mkdir(parents=True, exist_ok=True)
-            (path / name).write_bytes(content)
+            if isinstance(content, Link):
+                os.symlink(content.target, path / name)
+            else:
+                (path / name).write_bytes(content)
             git("add", "--", name, cwd=path)
         git("commit", "-q", "-m", "pull request", cwd=path)
         git("checkout", "-q", "--detach", "main", cwd=path)
@@ -159,9 +169,9 @@ def test_check_changed_only_examines_the_pull_request_files_and_fails(model_repo
 
     summary = result.summary.splitlines()
     assert "| File | Status | Keys | Example key |" in summary
-    row = next(line for line in summary if line.startswith("| models/new.pth |"))
+    row = next(line for line in summary if line.startswith("| `models/new.pth` |"))
     assert "needs-fix" in row and "| 48 |" in row and "parametrizations.weight.original0" in row
-    assert "pth-legacy-keys fix models/new.pth" in summary
+    assert "pth-legacy-keys fix -- models/new.pth" in summary
 
     report = json.loads(Path(result.outputs["report"]).read_text())
     assert [f["path"] for f in report["files"]] == ["models/new.pth"]
@@ -175,7 +185,7 @@ def test_pull_request_adding_a_legacy_model_is_green(model_repo, run):
     assert result.exit_code == 0, result.stdout + result.stderr
     assert (result.outputs["checked"], result.outputs["offending"]) == ("1", "0")
     assert not [c for c in commands(result.stdout) if c[0] == "error"]
-    assert "| models/new.pth | ok |" in result.summary
+    assert "| `models/new.pth` | ok |" in result.summary
 
 
 def test_check_all_tracked_checkpoints(model_repo, run):
@@ -209,8 +219,8 @@ def test_safetensors_and_an_incompatible_vocoder_are_examined_by_default(model_r
                 if name == "warning" and props.get("file") == "models/refinegan.pth"]
     assert warnings == ["vocoder RefineGAN (its vocoder field says 'RefineGAN'): legacy RVC software cannot "
                         "load it whatever its key names"]
-    row = next(line for line in result.summary.splitlines() if line.startswith("| models/refinegan.pth |"))
-    assert "warning: vocoder RefineGAN" in row
+    row = next(line for line in result.summary.splitlines() if line.startswith("| `models/refinegan.pth` |"))
+    assert "warning: `vocoder RefineGAN" in row
 
 
 def test_fix_changed_only_rewrites_the_new_model_for_legacy_loaders(model_repo, run):
@@ -277,7 +287,7 @@ def test_annotations_are_capped_and_the_summary_lists_every_file(model_repo, run
     assert all("file=" in line for line in errors[:9])
     assert "3 more" in errors[-1] and "file=" not in errors[-1]
     for name in names:
-        assert any(line.startswith(f"| {name} |") for line in result.summary.splitlines())
+        assert any(line.startswith(f"| `{name}` |") for line in result.summary.splitlines())
     assert result.outputs["offending"] == "12"
 
 
@@ -311,9 +321,9 @@ def test_reverse_direction_annotation_gives_the_reverse_fix_command(model_repo, 
     repo = model_repo()
     result = run(repo, mode="check", to="parametrized", paths="models/old.pth")
     assert result.exit_code == 1, result.stdout + result.stderr
-    assert "pth-legacy-keys fix --to parametrized models/old.pth" in result.summary
+    assert "pth-legacy-keys fix --to parametrized -- models/old.pth" in result.summary
     [message] = errors_about(result.stdout, "models/old.pth")
-    assert "pth-legacy-keys fix --to parametrized models/old.pth" in message
+    assert "pth-legacy-keys fix --to parametrized -- models/old.pth" in message
 
 
 def test_action_yml_is_safe_to_run():
@@ -379,3 +389,43 @@ def test_runner_passes_inputs_and_step_outputs_and_stops_at_a_failure(tmp_path):
     assert result.summary == "# hi false\n"
     assert result.exit_code == 1 and result.stdout == "two\n"
     assert "three" not in result.step_outputs
+
+
+# Quoted as git quotes paths. The old output wrote the first, with a newline, as the second's name.
+LINE_NAMES = {"models/a\nb.pth": '"models/a\\nb.pth"', "models/a\\nb.pth": '"models/a\\\\nb.pth"',
+              'models/"a\\nb".pth': '"models/\\"a\\\\nb\\".pth"', "models/bad\udcff.pth": '"models/bad\\377.pth"',
+              "models/plain.pth": "models/plain.pth"}
+
+
+def test_offending_files_outputs_name_each_file_exactly_once(model_repo, run):
+    """offending-files: one line per file, quoted when it must be; offending-files-json: for fromJSON()."""
+    repo = model_repo({name: PARAMETRIZED.read_bytes() for name in LINE_NAMES})
+    result = run(repo, mode="check", **{"changed-only": "true"})
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert result.outputs["checked"] == result.outputs["offending"] == str(len(LINE_NAMES))
+    assert sorted(result.outputs["offending-files"].split("\n")) == sorted(LINE_NAMES.values())
+    assert sorted(json.loads(result.outputs["offending-files-json"])) == sorted(LINE_NAMES)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need privileges on Windows")
+@pytest.mark.parametrize("paths", ["", "models/shared", "models/**/*.pth"])
+def test_fix_mode_does_not_write_through_a_pull_requests_links_out_of_the_workspace(model_repo, run, tmp_path,
+                                                                                   paths):
+    """A pull request adds a link to a checkpoint elsewhere on the runner (a cache, another
+    checkout) and a linked folder: fix must not rewrite them, and must say why."""
+    cache = tmp_path / "runner-cache"
+    cache.mkdir()
+    shutil.copyfile(PARAMETRIZED, cache / "cached.pth")
+    before = (cache / "cached.pth").read_bytes()
+    repo = model_repo({"models/linked.pth": Link(str(cache / "cached.pth")), "models/shared": Link(str(cache))})
+    result = run(repo, mode="fix", paths=paths, **{"changed-only": "true"})
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert (cache / "cached.pth").read_bytes() == before
+    assert os.listdir(cache) == ["cached.pth"]
+    assert result.outputs["modified"] == "false"
+    refused = [props["file"] for name, props, message in commands(result.stdout)
+               if name == "error" and "leads out of" in message]
+    expected = {"": ["models/linked.pth"], "models/shared": [os.path.join("models", "shared", "cached.pth")],
+                "models/**/*.pth": ["models/linked.pth", "models/shared/cached.pth"]}[paths]
+    assert sorted(refused) == sorted(expected)
+    assert repo.status() == ""

@@ -2,10 +2,16 @@
 
 Every file name and key comes from a contributor, so everything written to the log is
 escaped as workflow-command data or properties: a name cannot start a command of its own.
+In the job summary every such text is a Markdown code span, so that no name can make a link,
+emphasis or HTML in a summary readers trust; in the step outputs names are quoted as git quotes
+paths, so that each name is exactly one line and no two names share a line.
 """
 
+import json
 import os
+import re
 import shlex
+import unicodedata
 import uuid
 
 from .rename import shown_name
@@ -15,6 +21,19 @@ MAX_ANNOTATIONS = 10  # GitHub shows at most this many of one kind per step
 NEEDS_ATTENTION = tuple(status for status, code in STATUS_EXIT_CODES.items() if code)  # "offending"
 LFS_HINT = ("this is a Git LFS pointer, not the checkpoint: check out with `lfs: true` "
             "(actions/checkout) so that the real file is examined")
+
+# GitHub drops a step's job summary over 1 MiB: stay well under it, whatever the files' names.
+SUMMARY_BUDGET = 900_000  # bytes of UTF-8
+FIX_COMMAND_BUDGET = 100_000  # of those, for the file names of the fix command
+CELL_TEXT_LIMIT = 300  # characters of one name or reason in a cell; the rest becomes a count
+MAX_WARNINGS_SHOWN = 3  # per file, in its row
+MORE_FILES_ROOM = 1_000  # bytes kept for the row that says how many files were left out
+# GitHub keeps at most 1 MB of a job's outputs: the two lists of names share this much of it.
+OUTPUT_LIST_BUDGET = 800_000
+
+# Characters that git writes as C escapes (in quoted names) instead of octal.
+C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r",
+             '"': '\\"', "\\": "\\\\"}
 
 
 def escape_data(text):
@@ -73,46 +92,146 @@ def _annotations(reports):
         if len(annotations) > MAX_ANNOTATIONS:
             more = len(annotations) - (MAX_ANNOTATIONS - 1)
             annotations = annotations[:MAX_ANNOTATIONS - 1] + [
-                f"::{kind} title=pth-legacy-keys::{more} more files; the job summary lists every file"]
+                f"::{kind} title=pth-legacy-keys::{more} more files; the job summary and the JSON report "
+                "(the `report` output) list them"]
         lines.extend(annotations)
     return lines
 
 
-def escape_markdown(text):
+# -- the job summary ------------------------------------------------------------------------------
+
+
+def code_span(text):
+    """`text` as a Markdown code span for a GFM table cell: shown literally, never a link (GFM
+    autolinks bare URLs, www. and e-mail addresses in plain text), emphasis, HTML or entity.
+
+    Control characters are spelled out (report.printable), so the row stays one line. The fence
+    is one backtick longer than the longest run of backticks inside, so none of them closes it.
+    A space pads content that starts or ends with a backtick (it would join the fence) or a space
+    (CommonMark strips one space from each side of a code span; all-space content is kept as is).
+    `|` becomes `\\|`: GFM splits table rows on `|` even inside code spans, and in a cell `\\|`
+    renders as `|`, also in a code span.
+    """
     text = printable(text)
-    return "".join("\\" + c if c in "\\`*_[]<>|~&" else c for c in text)
+    if not text:
+        return ""
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    if text.strip(" ") and (text[0] in "` " or text[-1] in "` "):
+        text = f" {text} "
+    return fence + text.replace("|", "\\|") + fence
+
+
+def cell_text(text):
+    """`text` as a code span, shortened to CELL_TEXT_LIMIT characters around a count of the rest:
+    a file name or a reason of a megabyte must not make the summary a megabyte."""
+    return code_span(shown_name(text, limit=CELL_TEXT_LIMIT))
+
+
+def _status_cell(report):
+    """The status (our word, plain), then the reason, problem and warnings (the file's words, code)."""
+    cell = report.status
+    if report.reason:
+        cell += f": {cell_text(report.reason)}"
+    if report.problems:
+        cell += f": {cell_text(report.problems[0].module)}: {cell_text(report.problems[0].reason)}"
+    for warning in report.warnings[:MAX_WARNINGS_SHOWN]:
+        cell += f"; warning: {cell_text(warning)}"
+    if len(report.warnings) > MAX_WARNINGS_SHOWN:
+        cell += f"; and {len(report.warnings) - MAX_WARNINGS_SHOWN:,} more warnings"
+    return cell
+
+
+def _row(report):
+    keys = str(len(report.renames)) if report.renames else ""
+    example = cell_text(shown_name(report.renames[0].old)) if report.renames else ""
+    return f"| {cell_text(report.path)} | {_status_cell(report)} | {keys} | {example} |"
+
+
+def _size(lines):
+    """Bytes that `lines` take in the summary file (encodable: as publish writes them)."""
+    return sum(len(encodable(line).encode("utf-8")) + 1 for line in lines)
+
+
+def _rows_within(reports, budget):
+    """One table row per report while they fit in `budget` bytes; then one row that says how
+    many files were left out and where they all are."""
+    used = 0
+    for shown, report in enumerate(reports):
+        row = _row(report)
+        used += _size([row])
+        if used > budget:
+            yield (f"| … | {len(reports) - shown:,} more files, left out to keep this summary under "
+                   "GitHub's 1 MiB limit: the JSON report (the `report` output) lists every file | | |")
+            return
+        yield row
+
+
+def _paths_within(paths, budget):
+    """The first `paths` whose shell-quoted names fit in `budget` bytes."""
+    taken, used = [], 0
+    for path in paths:
+        used += len(encodable(shell_word(path)).encode("utf-8")) + 1
+        if used > budget:
+            break
+        taken.append(path)
+    return taken
+
+
+def _fix_section(to, to_fix):
+    """How to fix the files locally: the command (its names within FIX_COMMAND_BUDGET), the hook."""
+    named = _paths_within(to_fix, FIX_COMMAND_BUDGET)
+    if named:
+        parts = ["To fix them locally, install pth-legacy-keys and run:", "", "```sh", fix_command(to, named),
+                 "```", ""]
+    else:  # only a name longer than FIX_COMMAND_BUDGET, which no file system allows
+        parts = [(f"To fix them locally, install pth-legacy-keys and run `{fix_command(to, [])} FILE ...` "
+                  "on the files that the JSON report (the `report` output) lists,"), ""]
+    if named and len(named) < len(to_fix):
+        parts += [(f"(the command names the first {len(named):,} of the {len(to_fix):,} files to fix; "
+                   "the JSON report, the `report` output, lists them all)"), ""]
+    return parts + [
+        "or let pre-commit do it on every commit (`.pre-commit-config.yaml`):", "", "```yaml",
+        "repos:", "  - repo: https://github.com/OWNER/pth-legacy-keys", "    rev: v0.1.0",
+        "    hooks:", "      - id: fix-pth-legacy-keys",
+        *([] if to == "legacy" else [f"        args: [--to, {to}, --]"]),  # --hook needs the --
+        "```", "",
+    ]
 
 
 def job_summary(command, to, reports):
-    rows = ["| File | Status | Keys | Example key |", "|---|---|---|---|"]
-    for report in reports:
-        status = report.status if not report.reason else f"{report.status}: {report.reason}"
-        if report.problems:
-            status += f": {shown_name(report.problems[0].module)}: {report.problems[0].reason}"
-        for warning in report.warnings:
-            status += f"; warning: {warning}"
-        keys = str(len(report.renames)) if report.renames else ""
-        example = shown_name(report.renames[0].old) if report.renames else ""
-        rows.append(f"| {escape_markdown(report.path)} | {escape_markdown(status)} | {keys} "
-                    f"| {escape_markdown(example)} |")
+    """The Markdown summary: a row per file (as many as fit in SUMMARY_BUDGET), the counts, the fix."""
+    head = [f"### pth-legacy-keys {command} ({to} names)", "",
+            "| File | Status | Keys | Example key |", "|---|---|---|---|"]
     to_fix = [report.path for report in reports if report.status == "needs-fix"]
-    parts = [f"### pth-legacy-keys {command} ({to} names)", "", *rows, "",
-             f"**{escape_markdown(summary(command, [r.status for r in reports]))}**", ""]
+    tail = ["", f"**{summary(command, [r.status for r in reports])}**", ""]
     if to_fix:
-        parts += [
-            "To fix them locally, install pth-legacy-keys and run:", "", "```sh", fix_command(to, to_fix), "```", "",
-            "or let pre-commit do it on every commit (`.pre-commit-config.yaml`):", "", "```yaml",
-            "repos:", "  - repo: https://github.com/OWNER/pth-legacy-keys", "    rev: v0.1.0",
-            "    hooks:", "      - id: fix-pth-legacy-keys",
-            *([] if to == "legacy" else [f"        args: [--to, {to}]"]),
-            "```", "",
-        ]
-    return "\n".join(parts) + "\n"
+        tail += _fix_section(to, to_fix)
+    rows = _rows_within(reports, SUMMARY_BUDGET - _size(head) - _size(tail) - MORE_FILES_ROOM)
+    return "\n".join([*head, *rows, *tail]) + "\n"
 
 
 def fix_command(to, paths):
+    """The command that fixes `paths`: `--` before the names, so that none is read as an option,
+    and each name quoted so that the shell gives back exactly that name."""
     direction = "" if to == "legacy" else " --to parametrized"
-    return f"pth-legacy-keys fix{direction} " + " ".join(shlex.quote(printable(path)) for path in paths)
+    return f"pth-legacy-keys fix{direction} --" + "".join(" " + shell_word(path) for path in paths)
+
+
+def shell_word(name):
+    """`name` as one shell word that bash and zsh read back as exactly `name`: shlex.quote's
+    single quotes where the name is printable, else ANSI-C quoting ($'...') with each byte that
+    is not printable as \\xHH (a newline, an escape code, a byte that is not UTF-8)."""
+    if name.isprintable():
+        return shlex.quote(name)
+    spelled = []
+    for char in name:
+        if char in "\\'":
+            spelled.append("\\" + char)
+        elif char.isprintable():
+            spelled.append(char)
+        else:
+            spelled.extend(f"\\x{byte:02x}" for byte in _name_bytes(char))
+    return "$'" + "".join(spelled) + "'"
 
 
 def discovery_failed(message):
@@ -123,13 +242,72 @@ def discovery_failed(message):
     return f"::error title=pth-legacy-keys::{escape_data(message + hint)}"
 
 
+# -- the step outputs -----------------------------------------------------------------------------
+
+
+def _needs_escape(char):
+    """Characters a quoted name spells out: control characters, the line and paragraph
+    separators (line breaks to some readers), and lone surrogates (bytes os.fsdecode could not
+    decode)."""
+    return unicodedata.category(char) in ("Cc", "Cs") or char in "\u2028\u2029"
+
+
+def _octal(char):
+    """`char` as git spells a byte it quotes: \\ooo for each byte of its file-system encoding,
+    which for a lone surrogate from os.fsdecode is the undecodable byte itself."""
+    return "".join(f"\\{byte:03o}" for byte in _name_bytes(char))
+
+
+def _name_bytes(char):
+    """The bytes `char` stands for in a file's name (os.fsencode: a lone surrogate from os.fsdecode
+    is the byte it could not decode)."""
+    try:
+        return os.fsencode(char)
+    except UnicodeEncodeError:  # a surrogate no file system decoding made: its UTF-8-like spelling
+        return char.encode("utf-8", "surrogatepass")
+
+
+def quoted_name(name):
+    """`name` for a list of one name per line, quoted as git quotes paths (core.quotePath=false):
+    as is, unless it holds a control character, `"` or `\\`; then in double quotes, with `"` and
+    `\\` escaped and control characters as C escapes (\\n, \\t ...) or \\ooo octal bytes. An
+    unquoted line never starts with `"`, so every line reads back as exactly one name.
+
+    Any unquoting that reads git's quoted paths reads these. Where git (quotePath=false) leaves a
+    character alone, we quote a few more names, for readers that split lines on more than LF: C1
+    controls (U+0085 is a line break to some) and U+2028/U+2029 become octal UTF-8 bytes, and bytes
+    that are not UTF-8 become octal as with git's default core.quotePath=true, not raw bytes that
+    the UTF-8 outputs file could not carry."""
+    if not any(_needs_escape(char) or char in '"\\' for char in name):
+        return name
+    return '"' + "".join(C_ESCAPES.get(char) or (_octal(char) if _needs_escape(char) else char)
+                         for char in name) + '"'
+
+
+def _names_within(names, budget):
+    """The first `names` whose quoted lines fit in `budget` bytes: whole names, never a cut one."""
+    taken, used = [], 0
+    for name in names:
+        used += len(quoted_name(name).encode("utf-8")) + len(json.dumps(name)) + 3
+        if used > budget:
+            break
+        taken.append(name)
+    return taken
+
+
 def _step_outputs(reports, report_path):
-    offending = [printable(r.path) for r in reports if r.status in NEEDS_ATTENTION]
+    offending = [r.path for r in reports if r.status in NEEDS_ATTENTION]
+    listed = _names_within(offending, OUTPUT_LIST_BUDGET)
     delimiter = f"ghadelimiter_{uuid.uuid4()}"
+    # ASCII JSON: a name's undecodable bytes (lone surrogates) are \udcXX escapes, valid JSON text.
+    as_json = json.dumps(listed, ensure_ascii=True)
     return "".join([
         f"checked={len(reports)}\n",
         f"offending={len(offending)}\n",
-        f"offending-files<<{delimiter}\n" + "".join(f"{path}\n" for path in offending) + f"{delimiter}\n",
+        f"offending-files<<{delimiter}\n" + "".join(f"{quoted_name(path)}\n" for path in listed)
+        + f"{delimiter}\n",
+        f"offending-files-json={as_json}\n",
+        f"offending-files-complete={'true' if len(listed) == len(offending) else 'false'}\n",
         f"modified={'true' if any(r.status == 'fixed' for r in reports) else 'false'}\n",
         f"report={report_path or ''}\n",
     ])

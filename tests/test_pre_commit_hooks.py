@@ -162,6 +162,19 @@ def test_readme_mentions_every_hook_id():
         assert hook_id in readme
 
 
+def test_every_args_the_docs_suggest_ends_with_the_separator():
+    """Advice users copy into their config must keep file names from being read as options."""
+    from pth_legacy_keys.github import job_summary
+    from pth_legacy_keys.report import FileReport
+
+    needing_fix = FileReport("models/voice.pth", "needs-fix", to="parametrized")
+    texts = [(ROOT / "README.md").read_text(), job_summary("check", "parametrized", [needing_fix])]
+    suggested = [args for text in texts for args in re.findall(r"args: \[([^\]]*)\]", text)]
+    assert len(suggested) >= 3
+    for args in suggested:
+        assert args.split(", ")[-1] == "--", args
+
+
 # -- end to end: git commit with the hooks installed -----------------------------------------
 
 

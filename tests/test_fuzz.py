@@ -40,11 +40,11 @@ from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from pth_legacy_keys import FileReport, fix, scan  # noqa: E402
 from pth_legacy_keys.cli import main  # noqa: E402
-from pth_legacy_keys.report import STATUS_EXIT_CODES  # noqa: E402
+from pth_legacy_keys.status import Status  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 SEEDS = ("parametrized.bin", "legacy.bin", "parametrized_legacy_format.bin")
-STATUSES = frozenset(STATUS_EXIT_CODES)
+STATUSES = frozenset(Status)
 UNCHANGED_FIX_STATUSES = frozenset(STATUSES - {"fixed", "needs-fix"})
 EXTREMES = (0, 2**31 - 1, 2**32 - 1, 2**63 - 1)
 MAX_PEAK_BYTES = 64 * 1024 * 1024
@@ -457,7 +457,7 @@ def test_cli_check_prints_one_line_per_file(mutant):
             assert "Traceback" not in out + err
             assert err == ""
             assert code in (0, 1, 2)
-            assert code == STATUS_EXIT_CODES[expected.status]
+            assert code == Status(expected.status).exit_code
             if options == ["--output", "json"]:
                 document = json.loads(out)
                 assert [f["status"] for f in document["files"]] == [expected.status]

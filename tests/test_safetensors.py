@@ -223,7 +223,7 @@ def test_the_safetensors_library_refuses_these_too(tmp_path, name):
 from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from pth_legacy_keys import fix, scan  # noqa: E402
-from pth_legacy_keys.report import STATUS_EXIT_CODES  # noqa: E402
+from pth_legacy_keys.status import Status  # noqa: E402
 from test_fuzz import FUZZ_SETTINGS, SCALE  # noqa: E402  (PTH_FUZZ_SCALE=N: N times the examples)
 
 SEED_TENSORS = {"a.parametrizations.weight.original0": torch.ones(2, 1, 1),
@@ -269,7 +269,7 @@ def test_mutated_safetensors_we_accept_the_library_loads_and_fix_is_all_or_nothi
     path.write_bytes(data)
     report = scan(path)
     event(f"scan: {report.status}")
-    assert report.status in STATUS_EXIT_CODES and path.read_bytes() == data
+    assert report.status in set(Status) and path.read_bytes() == data
     if report.status in ("ok", "needs-fix", "cannot-convert"):
         original = safetensors_torch.load(data)  # never more lenient than the library
     if report.status in ("ok", "needs-fix"):

@@ -10,7 +10,8 @@ from . import __version__
 from .discover import DiscoveryError, collect, read_path_list
 from .engine import LFS_POINTER_CHOICES, fix, scan
 from .rename import DIRECTIONS, FAMILIES, LEGACY
-from .report import encodable, exit_code, summary, text_lines, write_inspections, write_json
+from .report import encodable, summary, text_lines, write_inspections, write_json
+from .status import exit_code
 from .symlinks import writing_root
 
 DESCRIPTION = """\

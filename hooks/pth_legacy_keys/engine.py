@@ -5,13 +5,14 @@ import struct
 
 from .container import file_identity, read_checkpoint, record_crc, region_crc
 from .discover import GLOB_CHARACTERS
-from .errors import CheckpointError, NotACheckpoint, Refused
+from .errors import CheckpointError, FixAbandoned
 from .pickle_edit import replace_strings
 from .regular_file import open_regular, require_regular_file
 from .rename import DIRECTIONS, FAMILIES, LEGACY, plan, shown_name
 from .report import FileReport
 from .rvc import vocoder
 from .safetensors_file import replace_keys
+from .status import Status
 from .symlinks import require_no_link_out, writing_root
 from .writer import replace_atomically, write_legacy, write_safetensors, write_zip
 
@@ -42,7 +43,7 @@ def _run(path, to, lfs_pointers, families, write, verify=False, root=None):
         raise ValueError(f"families must be some of {FAMILIES}, not {families!r}")
     if lfs_pointers not in LFS_POINTER_CHOICES:
         raise ValueError(f"lfs_pointers must be one of {LFS_POINTER_CHOICES}, not {lfs_pointers!r}")
-    report = FileReport(os.fspath(path), "ok", to)
+    report = FileReport(os.fspath(path), Status.OK, to)
 
     def examine(real_path):
         checkpoint = read_checkpoint(real_path, locate_all_records=write)
@@ -55,14 +56,14 @@ def _run(path, to, lfs_pointers, families, write, verify=False, root=None):
         report.modules, report.problems = renames.modules, renames.problems
         report.families = renames.families
         if renames.problems:
-            report.status = "cannot-convert"
+            report.status = Status.CANNOT_CONVERT
         elif renames.renames or renames.param_names:
             if write:
                 require_no_link_out(path, root or writing_root())
                 report.verified = _rewrite(real_path, checkpoint, renames, to, families, verify)
-                report.status = "fixed"
+                report.status = Status.FIXED
             else:
-                report.status = "needs-fix"
+                report.status = Status.NEEDS_FIX
 
     return examine_safely(report, examine, lfs_pointers)
 
@@ -72,32 +73,25 @@ def examine_safely(report, examine, lfs_pointers="error"):
     `report.status` and `report.reason`, so that one bad file never stops the others."""
     path = report.path
     if "\0" in path:
-        report.status, report.reason = "error", "the name holds a NUL byte, which no file's name can"
+        report.status, report.reason = Status.ERROR, "the name holds a NUL byte, which no file's name can"
         return report
     try:
         # A symlinked checkpoint is fixed where it lives; the link stays a link.
         real_path = os.path.realpath(path)
         require_regular_file(os.stat(real_path).st_mode)
         examine(real_path)
-    except NotACheckpoint as exc:
-        report.reason = str(exc)
-        if exc.is_lfs_pointer:
-            report.lfs_pointer = True
-            report.status = "skipped" if lfs_pointers == "skip" else "not-checked"
-        else:
-            report.status = "skipped"
-    except Refused as exc:
-        report.status, report.reason = "refused", str(exc)
     except CheckpointError as exc:
-        report.status, report.reason = "error", str(exc)
+        report.status, report.reason = exc.status(lfs_pointers), str(exc)
+        report.lfs_pointer = getattr(exc, "is_lfs_pointer", False)
+        report.fix_abandoned = isinstance(exc, FixAbandoned)
     except OSError as exc:
-        report.status, report.reason = "error", _os_error_reason(exc)
+        report.status, report.reason = Status.ERROR, _os_error_reason(exc)
     except (MemoryError, RecursionError) as exc:
-        report.status, report.reason = "error", f"too large to examine ({type(exc).__name__})"
+        report.status, report.reason = Status.ERROR, f"too large to examine ({type(exc).__name__})"
     except (ValueError, struct.error, ArithmeticError) as exc:
         # A number from the file that some check did not bound (int() of 5,000 digits, a size for a
         # 16-bit field ...) is still only this file's problem: one line, and the next file is examined.
-        report.status = "error"
+        report.status = Status.ERROR
         report.reason = f"malformed content ({_exception_name(exc)}: {shown_name(str(exc))})"
     return report
 
@@ -115,7 +109,7 @@ def _rewrite(path, checkpoint, renames, to, families, verify_with_torch):
 
         missing = torch_verify.torch_missing()
         if missing:
-            raise CheckpointError(f"{missing}; nothing was changed")
+            raise FixAbandoned(f"{missing}")
     compared = []
     if checkpoint.format == "safetensors":
         new_names = replace_keys(checkpoint.header, renames.new_text.values())
@@ -128,7 +122,7 @@ def _rewrite(path, checkpoint, renames, to, families, verify_with_torch):
         with open_regular(path) as source:
             # Copy from the very file that was read, not from one that replaced it since.
             if file_identity(os.fstat(source.fileno())) != checkpoint.identity:
-                raise CheckpointError("the file changed while it was being fixed; nothing was changed")
+                raise FixAbandoned("the file changed while it was being fixed")
             write_records(source, checkpoint, new_names, out)
 
     def verify(written_path):
@@ -136,14 +130,14 @@ def _rewrite(path, checkpoint, renames, to, families, verify_with_torch):
         try:
             written = read_checkpoint(written_path, locate_all_records=True)
         except CheckpointError as exc:
-            raise CheckpointError(f"the rewritten file did not read back ({exc}); nothing was changed") from None
+            raise FixAbandoned(f"the rewritten file did not read back ({exc})") from None
         again = plan(written.root, to, families)
         size_change = len(new_names) - len(_names(checkpoint))
         if (written.format != checkpoint.format or _names(written) != new_names
                 or _copied_records(written) != _copied_records(checkpoint)
                 or (checkpoint.format != "zip" and written.file_size != checkpoint.file_size + size_change)
                 or again.renames or again.param_names or again.problems):
-            raise CheckpointError("the rewritten file did not read back as intended; nothing was changed")
+            raise FixAbandoned("the rewritten file did not read back as intended")
         if checkpoint.format == "safetensors":
             _verify_tensor_bytes(checkpoint, written)
         else:
@@ -171,7 +165,7 @@ def _verify_copied_bytes(checkpoint, written):
                 original = next(r for r in checkpoint.records if r.name == record.name)
                 if record_crc(source, original) != original.crc:
                     raise Refused(f"record '{record.name}' does not match its CRC")
-            raise CheckpointError(f"record '{record.name}' was not copied intact; nothing was changed")
+            raise FixAbandoned(f"record '{record.name}' was not copied intact")
 
 
 def _verify_tensor_bytes(checkpoint, written):
@@ -180,7 +174,7 @@ def _verify_tensor_bytes(checkpoint, written):
     with open_regular(checkpoint.path) as source, open_regular(written.path) as output:
         if region_crc(source, checkpoint.header.data_start, length) != region_crc(
                 output, written.header.data_start, length):
-            raise CheckpointError("the tensor bytes were not copied intact; nothing was changed")
+            raise FixAbandoned("the tensor bytes were not copied intact")
 
 
 def _copied_records(checkpoint):

@@ -15,10 +15,10 @@ import unicodedata
 import uuid
 
 from .rename import shown_name
-from .report import STATUS_EXIT_CODES, encodable, printable, summary
+from .report import encodable, printable, summary
+from .status import Status
 
 MAX_ANNOTATIONS = 10  # GitHub shows at most this many of one kind per step
-NEEDS_ATTENTION = tuple(status for status, code in STATUS_EXIT_CODES.items() if code)  # "offending"
 LFS_HINT = ("this is a Git LFS pointer, not the checkpoint: check out with `lfs: true` "
             "(actions/checkout) so that the real file is examined")
 
@@ -60,21 +60,21 @@ def publish(command, to, reports, report_path=None, environ=os.environ):
 
 def _annotation(report):
     """(kind, title, message) for one file, or None when it needs no annotation."""
-    if report.status == "needs-fix":
+    if report.status == Status.NEEDS_FIX:
         why = ("older loaders ignore these keys without an error" if report.to == "legacy"
                else "this repository keeps the parametrized names")
         return ("error", f"{report.key_kind()} keys",
                 f"{report.verdict()}; {why}. Fix: {fix_command(report.to, [report.path])}")
-    if report.status == "not-checked":
+    if report.status == Status.NOT_CHECKED:
         return "error", "Git LFS pointer, not checked", LFS_HINT
     if report.lfs_pointer:
         return "warning", "Git LFS pointer, not checked", LFS_HINT
-    if report.status in NEEDS_ATTENTION:
-        titles = {"cannot-convert": "cannot convert", "refused": "refused", "error": "unreadable"}
+    if report.status.needs_attention:
+        titles = {Status.CANNOT_CONVERT: "cannot convert", Status.REFUSED: "refused", Status.ERROR: "unreadable"}
         return "error", f"checkpoint {titles[report.status]}", report.verdict()
-    if report.status == "skipped":
+    if report.status == Status.SKIPPED:
         return "warning", "not a checkpoint", report.reason
-    if report.status == "fixed":
+    if report.status == Status.FIXED:
         return "notice", "fixed", report.verdict()
     return None
 
@@ -202,7 +202,7 @@ def job_summary(command, to, reports):
     """The Markdown summary: a row per file (as many as fit in SUMMARY_BUDGET), the counts, the fix."""
     head = [f"### pth-legacy-keys {command} ({to} names)", "",
             "| File | Status | Keys | Example key |", "|---|---|---|---|"]
-    to_fix = [report.path for report in reports if report.status == "needs-fix"]
+    to_fix = [report.path for report in reports if report.status == Status.NEEDS_FIX]
     tail = ["", f"**{summary(command, [r.status for r in reports])}**", ""]
     if to_fix:
         tail += _fix_section(to, to_fix)
@@ -296,7 +296,7 @@ def _names_within(names, budget):
 
 
 def _step_outputs(reports, report_path):
-    offending = [r.path for r in reports if r.status in NEEDS_ATTENTION]
+    offending = [r.path for r in reports if r.status.needs_attention]
     listed = _names_within(offending, OUTPUT_LIST_BUDGET)
     delimiter = f"ghadelimiter_{uuid.uuid4()}"
     # ASCII JSON: a name's undecodable bytes (lone surrogates) are \udcXX escapes, valid JSON text.
@@ -308,6 +308,6 @@ def _step_outputs(reports, report_path):
         + f"{delimiter}\n",
         f"offending-files-json={as_json}\n",
         f"offending-files-complete={'true' if len(listed) == len(offending) else 'false'}\n",
-        f"modified={'true' if any(r.status == 'fixed' for r in reports) else 'false'}\n",
+        f"modified={'true' if any(r.status == Status.FIXED for r in reports) else 'false'}\n",
         f"report={report_path or ''}\n",
     ])

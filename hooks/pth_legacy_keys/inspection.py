@@ -16,21 +16,19 @@ from .container import U32_MAX, read_checkpoint
 from .engine import examine_safely
 from .pickle_walk import Dict, Tensor
 from .rename import FAMILIES, LEGACY, PARAMETRIZED, plan, shown_name
-from .report import printable, shortener
+from .report import Outcome, printable, shortener
+from .status import Status
 
 METADATA_TEXT_LIMIT = 80
 # A metadata list may repeat one long string 64 times through the memo: JSON shows at most this much of each.
 METADATA_JSON_LIMIT = 1000
 
 
-class Inspection:
-    """What `inspect` found in one file; `status` and `reason` as in report.FileReport."""
+class Inspection(Outcome):
+    """What `inspect` found in one file; its status is ok, skipped, not-checked, refused or error."""
 
     def __init__(self, path):
-        self.path = path
-        self.status = "ok"  # or skipped / not-checked / refused / error, with a reason
-        self.reason = None
-        self.lfs_pointer = False
+        super().__init__(path)
         self.container = {}
         self.pickle = None  # {"protocol", "globals"}; None for safetensors
         self.tensors = {}
@@ -39,10 +37,6 @@ class Inspection:
         self.metadata = {}
         self.vocoder = None  # rvc.Vocoder that legacy software cannot run
         self.legacy_rvc = None  # {"answer": "yes" / "no", "reasons": [...]}
-
-    @property
-    def exit_code(self):
-        return 2 if self.status in ("not-checked", "refused", "error") else 0
 
     def to_json(self):
         """The `files` entry of `inspect --output json`: only JSON's own values, a metadata float
@@ -63,8 +57,8 @@ class Inspection:
         }
 
     def text_lines(self):
-        if self.status != "ok":
-            word = "not checked" if self.status == "not-checked" else self.status
+        if self.status != Status.OK:
+            word = "not checked" if self.status == Status.NOT_CHECKED else self.status
             return [printable(f"{self.path}: {word}: {self.reason}")]
         lines = [printable(self.path)]
         field = lambda name, text: lines.append(printable(f"  {name:<11}{text}"))  # noqa: E731

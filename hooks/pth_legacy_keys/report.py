@@ -1,20 +1,10 @@
 """What we found in each file, and how it is shown: one-line text or a JSON document."""
 
 from .rename import FAMILIES, LEGACY, SHOWN_NAME_LIMIT, shown_name
+from .status import Status, exit_code
 
 SCHEMA_VERSION = 1
-
-# status -> exit code it calls for
-STATUS_EXIT_CODES = {
-    "ok": 0,  # already in the target format
-    "fixed": 0,  # rewritten to the target format
-    "skipped": 0,  # not a checkpoint (path-configuration file, TorchScript) or a tolerated LFS pointer
-    "needs-fix": 1,  # check: keys to rename
-    "cannot-convert": 1,  # a module that is not a plain weight norm; the file was not changed
-    "not-checked": 2,  # a Git LFS pointer, not the file itself
-    "refused": 2,  # holds what a plain checkpoint never holds
-    "error": 2,  # missing, unreadable, truncated, corrupt, not a checkpoint
-}
+NOTHING_CHANGED = "nothing was changed"
 KIND = {"legacy": "parametrized", "parametrized": "legacy"}  # the key kind each direction renames
 
 
@@ -30,12 +20,32 @@ def printable(text):
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-class FileReport:
+class Outcome:
+    """What examining one file came to: its status, and the reason where it is not a plain one.
+    `examine_safely` fills these in for every way a file can fail."""
+
+    def __init__(self, path, status=Status.OK):
+        self.path = path
+        self.status = Status(status)
+        self.reason = None
+        self.lfs_pointer = False
+        self.fix_abandoned = False  # fix threw its rewrite away: the file is as it was
+
+    @property
+    def exit_code(self):
+        return self.status.exit_code
+
+    @property
+    def unchanged_after_a_problem(self):
+        """Whether the verdict must say so: the file was not touched although something was wrong."""
+        return self.status in (Status.REFUSED, Status.CANNOT_CONVERT) or self.fix_abandoned
+
+
+class FileReport(Outcome):
     """What `scan` or `fix` found in one file."""
 
-    def __init__(self, path, status, to=LEGACY):
-        self.path = path
-        self.status = status  # one of STATUS_EXIT_CODES
+    def __init__(self, path, status=Status.OK, to=LEGACY):
+        super().__init__(path, status)
         self.to = to
         self.format = None  # "zip" or "legacy" once the container was read
         self.renames = []  # rename.Rename of state-dict keys
@@ -43,18 +53,12 @@ class FileReport:
         self.modules = 0
         self.families = {}  # "weight-norm" / "spectral-norm" -> modules renamed
         self.problems = []  # rename.Problem
-        self.reason = None
-        self.lfs_pointer = False
         self.warnings = []  # what the user must know whatever the keys are: an incompatible vocoder
         self.verified = None  # fix --verify: how many tensors torch found bit-equal
 
     def __repr__(self):
         return (f"FileReport(path={self.path!r}, status={self.status!r}, to={self.to!r}, "
                 f"renames={len(self.renames)}, problems={len(self.problems)}, reason={self.reason!r})")
-
-    @property
-    def exit_code(self):
-        return STATUS_EXIT_CODES[self.status]
 
     def key_kind(self):
         """"parametrized weight-norm", "legacy spectral-norm" ...: what the renamed keys are."""
@@ -67,29 +71,30 @@ class FileReport:
 
     def verdict(self):
         """What the line says after the file's name."""
-        if self.status == "needs-fix":
+        said = self._verdict()
+        return f"{said}; {NOTHING_CHANGED}" if self.unchanged_after_a_problem else said
+
+    def _verdict(self):
+        if self.status == Status.NEEDS_FIX:
             noun = "key" if len(self.renames) == 1 else "keys"
             modules = "module" if self.modules == 1 else "modules"
             return (f"{len(self.renames)} {self.key_kind()} {noun} in "
                     f"{self.modules} {modules} (e.g. {shown_name(self.renames[0].old)})")
-        if self.status == "fixed":
+        if self.status == Status.FIXED:
             noun = "key" if len(self.renames) == 1 else "keys"
             checked = "" if self.verified is None else f" (verified: {self.verified} tensors bit-equal)"
             return f"fixed: renamed {len(self.renames)} {noun} to {self.to} names{checked}"
-        if self.status == "cannot-convert":
+        if self.status == Status.CANNOT_CONVERT:
             first = self.problems[0]
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-            return (f"cannot convert {shown_name(first.module)}: {first.reason}{more}; "
-                    "nothing was changed")
-        if self.status == "ok":
+            return f"cannot convert {shown_name(first.module)}: {first.reason}{more}"
+        if self.status == Status.OK:
             return f"ok ({self.to} names)"
-        if self.status == "refused":
-            return f"refused: {self.reason}; nothing was changed"
-        if self.status == "skipped":
+        if self.status == Status.SKIPPED:
             return f"warning: not checked: {self.reason}" if self.lfs_pointer else f"skipped: {self.reason}"
-        if self.status == "not-checked":
+        if self.status == Status.NOT_CHECKED:
             return f"not checked: {self.reason}"
-        return f"error: {self.reason}"
+        return f"{self.status}: {self.reason}"  # refused, error
 
     def warning_lines(self):
         return [f"{printable(self.path)}: warning: {printable(warning)}" for warning in self.warnings]
@@ -135,14 +140,9 @@ def shortener():
     return shown
 
 
-def exit_code(statuses):
-    """The exit code for files with these statuses: the worst one decides."""
-    return max((STATUS_EXIT_CODES[status] for status in statuses), default=0)
-
-
 def status_counts(statuses):
-    """How many files have each status, every status listed, in STATUS_EXIT_CODES' order."""
-    return {status: statuses.count(status) for status in STATUS_EXIT_CODES}
+    """How many files have each status, every status listed, in Status's order."""
+    return {status.value: statuses.count(status) for status in Status}
 
 
 def summary(command, statuses):
@@ -156,7 +156,7 @@ def summary(command, statuses):
 def text_lines(report, verbosity):
     """The text output's lines for one file: none for a fine file unless -v, every rename with -v
     (those one at a time: a hostile file can have a hundred thousand)."""
-    fine = report.status in ("ok", "skipped") and not report.lfs_pointer and not report.warnings
+    fine = report.status in (Status.OK, Status.SKIPPED) and not report.lfs_pointer and not report.warnings
     lines = [report.line()] + report.warning_lines() if verbosity > 0 or not fine else []
     if verbosity > 0:
         from itertools import chain

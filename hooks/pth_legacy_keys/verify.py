@@ -6,7 +6,7 @@ original after the opcode walk found nothing but a plain checkpoint's globals, t
 after it read back as intended.  Nothing here runs before that.
 """
 
-from .errors import CheckpointError
+from .errors import CheckpointError, FixAbandoned
 
 INSTALL_HINT = "pip install 'pth-legacy-keys[verify]'"
 
@@ -39,8 +39,7 @@ def _load(path, checkpoint_format, what):
             try:
                 from safetensors.torch import load_file
             except ImportError:
-                raise CheckpointError(f"--verify needs the safetensors package for this file ({INSTALL_HINT}); "
-                                      "nothing was changed") from None
+                raise FixAbandoned(f"--verify needs the safetensors package for this file ({INSTALL_HINT})") from None
             return load_file(path)
         # mmap: the tensors stay in the page cache instead of being copied into memory (zip format only).
         return torch.load(path, map_location="cpu", weights_only=True, mmap=checkpoint_format == "zip")
@@ -48,8 +47,7 @@ def _load(path, checkpoint_format, what):
         raise
     except Exception as exc:  # whatever torch raises: the file is not what we meant to write
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"--verify: torch cannot load {what} ({first_line[:200]}); "
-                              "nothing was changed") from None
+        raise FixAbandoned(f"--verify: torch cannot load {what} ({first_line[:200]})") from None
 
 
 def _renamed(node, renames, in_param_names=False):
@@ -114,4 +112,4 @@ def _bit_equal(a, b):
 
 
 def _differs(where, what):
-    raise CheckpointError(f"--verify: '{where or '<top>'}': {what}; nothing was changed")
+    raise FixAbandoned(f"--verify: '{where or '<top>'}': {what}")

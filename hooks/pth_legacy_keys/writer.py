@@ -17,7 +17,7 @@ from .container import (
     CENTRAL_HEADER, CENTRAL_SIG, END_RECORD, END_SIG, LOCAL_HEADER, LOCAL_SIG, U16_MAX, U32_MAX,
     ZIP64_END_RECORD, ZIP64_END_SIG, ZIP64_EXTRA_ID, ZIP64_LOCATOR, ZIP64_LOCATOR_SIG, file_identity,
 )
-from .errors import CheckpointError, Refused
+from .errors import CheckpointError, FixAbandoned, Refused
 
 DATA_DESCRIPTOR_SIG = 0x08074B50
 FLAG_DESCRIPTOR_UTF8 = 0x0808  # what torch writes for a record with data
@@ -172,7 +172,7 @@ def replace_atomically(path, identity, write, verify):
     before = os.stat(path)
     _check_unchanged(before, identity)
     if not stat.S_IMODE(before.st_mode) & 0o222:
-        raise CheckpointError("the file is read-only; nothing was changed")
+        raise FixAbandoned("the file is read-only")
     remove_stale_temporaries(path)
     fd, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path) + f"{os.getpid()}.", suffix=".tmp",
                                      dir=folder)
@@ -251,7 +251,7 @@ def _keep_owner(fd, original):
             what = f"belongs to {_user(original.st_uid)}, and a rewrite by {fixer} cannot keep that owner"
         else:
             what = f"has the group {_group(original.st_gid)}, which {fixer} cannot give the rewrite"
-        raise CheckpointError(f"the file {what}; nothing was changed (run fix as its owner or as root)") from None
+        raise FixAbandoned(f"the file {what} (run fix as its owner or as root)") from None
 
 
 def _user(uid):
@@ -274,7 +274,7 @@ def _group(gid):
 
 def _check_unchanged(status, identity):
     if file_identity(status) != identity:
-        raise CheckpointError("the file changed while it was being fixed; nothing was changed")
+        raise FixAbandoned("the file changed while it was being fixed")
 
 
 def _temporary_prefix(path):

@@ -590,7 +590,7 @@ def many_keys_checkpoint(items):
 
 
 def test_regression_duplicate_key_search_is_not_quadratic():
-    # Finding 4: rename._duplicates_problem finds the repeated key with
+    # Finding 4: rename's duplicate check (then _duplicates_problem, now _StateDict.duplicate) found the repeated key with
     # next(k for k in keys if keys.count(k) > 1): quadratic when the repeat comes last.
     # 8,000 keys (a 96 KB pickle) take ~1.6 s, 30,000 keys (380 KB) ~20 s, per direction.
     keys = [f"k{i}" for i in range(8000)] + ["k7999"]
@@ -603,7 +603,7 @@ def test_regression_duplicate_key_search_is_not_quadratic():
 
 
 def test_regression_to_parametrized_planning_is_not_quadratic():
-    # Finding 5: rename._plan_to_parametrized checks, for every legacy _g/_v pair, every key of
+    # Finding 5: rename's to-parametrized planner (then _plan_to_parametrized, now _target_taken) checked, for every legacy _g/_v pair, every key of
     # the dict ([name for name in values if ... name.startswith(base)]): quadratic in the
     # state dict's size.  3,000 pairs (125 KB pickle) take ~2 s, 20,000 pairs (860 KB) ~100 s
     # for `check --to parametrized`; `--to legacy` takes 0.12 s on the latter.

@@ -7,6 +7,8 @@ half in one format and half in the other.
 """
 
 from collections import namedtuple
+from functools import cached_property
+from typing import NamedTuple
 
 from .pickle_walk import Bytes, Dict, Tensor, Text
 
@@ -17,6 +19,7 @@ PARAMETRIZATIONS = "parametrizations."
 WEIGHT_NORM, SPECTRAL_NORM = "weight-norm", "spectral-norm"
 FAMILIES = (WEIGHT_NORM, SPECTRAL_NORM)
 WEIGHT_NORM_LEAVES = ("original0", "original1")  # -> _g, _v
+WEIGHT_NORM_SUFFIXES = ("_g", "_v")
 SPECTRAL_NORM_LEAVES = ("original", "0._u", "0._v")  # -> _orig, _u, _v
 SPECTRAL_NORM_SUFFIXES = ("_orig", "_u", "_v")
 # A hostile file can hold keys of megabytes: reasons and paths show at most this much of a name.
@@ -167,19 +170,21 @@ def plan(root, to=LEGACY, families=FAMILIES):
     names = _Names()
     result = Plan()
     by_old = {}
-    plan_dict = _plan_to_legacy if to == LEGACY else _plan_to_parametrized
     for where, state_dict in survey.state_dicts:
-        for family, module, pairs, reason in plan_dict(state_dict, names):
-            if family is not None and family not in families:
-                continue
-            if reason:
-                result.problems.append(Problem(where, module, reason))
+        keys = _StateDict(state_dict, names)
+        if keys.duplicate is not None:
+            result.problems.append(Problem(where, keys.duplicate, names.said(
+                "the key '{}' appears twice in one dict", keys.duplicate)))
+            continue
+        for found in _plan_state_dict(keys, to, families):
+            if found.reason:
+                result.problems.append(Problem(where, found.module, found.reason))
                 continue
             result.modules += 1
-            result.families[family] = result.families.get(family, 0) + 1
-            for text, new in pairs:
+            result.families[found.family] = result.families.get(found.family, 0) + 1
+            for text, new in found.pairs:
                 result.renames.append(Rename(where, text.value, new))
-                _assign(result, text, new, where, module, survey, names)
+                _assign(result, text, new, where, found.module, survey, names)
                 by_old[names.of(text)] = new
     paths = _Paths()
     for link, text in _param_name_uses(survey):
@@ -315,10 +320,6 @@ def _shortened(path):
     return f"{path[:head]}.....{path[-tail:]}"
 
 
-def _keys(state_dict):
-    return [key for key, _ in state_dict.items if type(key) is Text]
-
-
 def _shapes_problem(g, v, g_name, v_name):
     if type(g) is not Tensor or type(v) is not Tensor:
         return f"{g_name} or {v_name} is not a tensor"
@@ -350,80 +351,6 @@ def is_weight_norm_magnitude(g, v):
     return 1 in v
 
 
-def _duplicates_problem(state_dict, names):
-    seen = set()
-    for text in _keys(state_dict):
-        name = names.of(text)
-        if name in seen:
-            return [(None, name, [], names.said("the key '{}' appears twice in one dict", name))]
-        seen.add(name)
-    return None
-
-
-def _plan_to_legacy(state_dict, names):
-    """(family, module, [(Text, new name)], reason or None) for each weight- or spectral-norm module.
-
-    Every name here comes from `names`: built once however many dicts share a key string."""
-    duplicates = _duplicates_problem(state_dict, names)
-    if duplicates:
-        return duplicates
-    values = {names.of(key): value for key, value in state_dict.items if type(key) is Text}
-    groups = {}
-    for text in _keys(state_dict):
-        parts = names.parametrized(names.of(text))
-        if parts:
-            prefix, param, leaf = parts
-            groups.setdefault((prefix, param), {})[leaf] = text
-    stacked = set()
-    if state_dict.metadata is not None:
-        stacked = {names.of(key) for key, _ in state_dict.metadata.items if type(key) is Text}
-    found = []
-    for (prefix, param), leaves in groups.items():
-        if set(leaves) == set(SPECTRAL_NORM_LEAVES):
-            found.append(_spectral_norm_to_legacy(prefix, param, leaves, values, stacked, names))
-            continue
-        if not any(leaf in leaves for leaf in WEIGHT_NORM_LEAVES):
-            continue  # orthogonal, a custom one-tensor parametrization ...: no legacy names exist
-        module = names.join(prefix, param)
-        base = names.join(prefix, PARAMETRIZATIONS, param, ".")
-        targets = (names.join(module, "_g"), names.join(module, "_v"))
-        others = [leaf for leaf in leaves if leaf not in WEIGHT_NORM_LEAVES]
-        missing = [leaf for leaf in WEIGHT_NORM_LEAVES if leaf not in leaves]
-        if missing:
-            reason = names.said("{}{} is missing", base, missing[0])
-        elif others:
-            reason = names.said("it also has {}, so it is not a plain weight norm", names.join(base, others[0]))
-        elif names.join(base, "1") in stacked:
-            reason = "a second parametrization is stacked on its weight norm"
-        else:
-            reason = names.shapes_problem(values[names.join(base, "original0")],
-                                          values[names.join(base, "original1")], "original0", "original1")
-        if not reason:
-            taken = [name for name in (module,) + targets if name in values]
-            if taken:
-                reason = names.said("the legacy name {} is already a key", taken[0])
-        pairs = [] if reason else [(leaves["original0"], targets[0]), (leaves["original1"], targets[1])]
-        found.append((WEIGHT_NORM, module, pairs, reason))
-    return found
-
-
-def _spectral_norm_to_legacy(prefix, param, leaves, values, stacked, names):
-    module = names.join(prefix, param)
-    base = names.join(prefix, PARAMETRIZATIONS, param, ".")
-    targets = tuple(names.join(module, suffix) for suffix in SPECTRAL_NORM_SUFFIXES)
-    reason = None
-    if names.join(base, "1") in stacked:
-        reason = "a second parametrization is stacked on its spectral norm"
-    elif not names.is_spectral_norm_state(*(values[names.join(base, leaf)] for leaf in SPECTRAL_NORM_LEAVES)):
-        reason = "its original, _u and _v do not have a spectral norm's shapes"
-    else:
-        taken = [name for name in (module,) + targets if name in values]
-        if taken:
-            reason = names.said("the legacy name {} is already a key", taken[0])
-    pairs = [] if reason else [(leaves[leaf], target) for leaf, target in zip(SPECTRAL_NORM_LEAVES, targets)]
-    return SPECTRAL_NORM, module, pairs, reason
-
-
 def _is_spectral_norm_state(weight, u, v):
     """u and v are the singular vectors of the weight seen as a (len(u), len(v)) matrix."""
     if not all(type(t) is Tensor for t in (weight, u, v)) or len(u.shape) != 1 or len(v.shape) != 1:
@@ -440,59 +367,243 @@ def _is_spectral_norm_state(weight, u, v):
     return matrix == numel and u.shape[0] in weight.shape
 
 
-def _legacy_modules(state_dict, names, suffix):
-    """(key Text, its name, module "P.N", base "P.parametrizations.N.") for each key "P.N<suffix>"."""
-    for text in _keys(state_dict):
-        name = names.of(text)
-        parts = names.legacy(name, suffix)
+# The rules: one per family and direction (the _RULES table at the end), each a list of checks
+# run in order on every module it finds, the first reason found refusing the module.
+#
+# Every name here comes from `names`: built once however many dicts share a key string.
+
+class _StateDict:
+    """What the rules read of one state dict: its string keys by name, in order, and their values."""
+
+    def __init__(self, state_dict, names):
+        self.names = names
+        self.texts = {}  # name -> its key's Text
+        self.values = {}  # name -> value
+        self.duplicate = None  # the first name keying two items: such a dict is refused whole
+        for key, value in state_dict.items:
+            if type(key) is Text:
+                name = names.of(key)
+                if name in self.texts and self.duplicate is None:
+                    self.duplicate = name
+                self.texts[name] = key
+                self.values[name] = value
+        self._metadata = state_dict.metadata
+
+    def value(self, text):
+        return self.values[self.names.of(text)]
+
+    @cached_property
+    def stacked(self):
+        """The names in `_metadata`: "X.parametrizations.weight.1" there is a second parametrization."""
+        if self._metadata is None:
+            return set()
+        return {self.names.of(key) for key, _ in self._metadata.items if type(key) is Text}
+
+    @cached_property
+    def parametrized(self):
+        """"P.parametrizations.N." for every parametrization state already present."""
+        found = set()
+        for name in self.values:
+            parts = self.names.parametrized(name)
+            if parts:
+                found.add(self.names.join(parts[0], PARAMETRIZATIONS, parts[1], "."))
+        return found
+
+
+class _Rule(NamedTuple):
+    """How one family's modules are renamed in one direction."""
+
+    family: str  # WEIGHT_NORM or SPECTRAL_NORM
+    to: str  # LEGACY or PARAMETRIZED
+    sources: tuple  # the key parts read ("original0", "_g" ...), in the order the shape check takes them
+    targets: tuple  # the parts they become, in the same order
+    checks: tuple  # check(module, keys) -> reason or None, in the order they run
+    unless: tuple = ()  # legacy suffixes that leave a module to another rule, which reports it
+    shapes_reason: str = ""  # a spectral norm's bad shapes, "{}" the module
+
+    @property
+    def reads(self):
+        """The form the module's keys are in now."""
+        return PARAMETRIZED if self.to == LEGACY else LEGACY
+
+
+class _Module(NamedTuple):
+    """A module one rule applies to, as found in one state dict."""
+
+    rule: _Rule
+    module: str  # "P.N", the parametrized tensor: "dec.ups.0.weight"
+    base: str  # "P.parametrizations.N."
+    sources: dict  # the parts of its keys present (rule.sources, and others) -> key Text, in key order
+    targets: tuple  # the names its rule.sources keys would get, in the same order
+
+
+class _Found(NamedTuple):
+    """What a rule decided about one module: its renames, or the reason it cannot be renamed."""
+
+    family: str
+    module: str
+    pairs: tuple  # (key Text, new name); empty when there is a reason
+    reason: object  # str, or None
+
+
+def _stem(m, form):
+    """What the module's keys in `form` start with: "P.N" (legacy) or "P.parametrizations.N."."""
+    return m.module if form == LEGACY else m.base
+
+
+def _module(rule, names, prefix, param, sources):
+    module, base = names.join(prefix, param), names.join(prefix, PARAMETRIZATIONS, param, ".")
+    stem = module if rule.to == LEGACY else base
+    return _Module(rule, module, base, sources, tuple(names.join(stem, target) for target in rule.targets))
+
+
+def _plan_state_dict(keys, to, families):
+    """A _Found for every module of `families` that a rule to `to` applies to, in order."""
+    for m in _modules(keys, to, families):
+        rule = m.rule
+        for check in rule.checks:
+            reason = check(m, keys)
+            if reason:
+                yield _Found(rule.family, m.module, (), reason)
+                break
+        else:
+            yield _Found(rule.family, m.module, tuple(zip((m.sources[part] for part in rule.sources), m.targets)),
+                         None)
+
+
+def _modules(keys, to, families):
+    """To legacy, in the order of each module's first key; to parametrized, family by family."""
+    if to == LEGACY:
+        return _parametrized_modules(keys, families)
+    return (m for family in FAMILIES if family in families
+            for m in _legacy_modules(keys, _RULES[family, PARAMETRIZED]))
+
+
+def _parametrized_modules(keys, families):
+    """Each "P.parametrizations.N." with keys: a spectral norm when its leaves are exactly that
+    family's, else a weight norm when one of that family's leaves is there (its checks refuse any
+    other mix).  Others (orthogonal, a custom one-tensor parametrization ...) have no legacy names."""
+    names = keys.names
+    groups = {}
+    for name, text in keys.texts.items():
+        parts = names.parametrized(name)
         if parts:
-            prefix, param = parts
-            yield text, name, names.join(prefix, param), names.join(prefix, PARAMETRIZATIONS, param, ".")
+            prefix, param, leaf = parts
+            groups.setdefault((prefix, param), {})[leaf] = text
+    for (prefix, param), leaves in groups.items():
+        if set(leaves) == set(SPECTRAL_NORM_LEAVES):
+            family = SPECTRAL_NORM
+        elif any(leaf in leaves for leaf in WEIGHT_NORM_LEAVES):
+            family = WEIGHT_NORM
+        else:
+            continue
+        if family in families:
+            yield _module(_RULES[family, LEGACY], names, prefix, param, leaves)
 
 
-def _target_taken(module, base, values, parametrized, names):
-    """Why the parametrized names for `module` cannot be used, or None when they are free."""
-    if module in values:
-        return names.said("{} is already a key", module)
-    if base in parametrized:
-        return names.said("{}* is already in the state dict", base)
+def _legacy_modules(keys, rule):
+    """Each "P.N" with every key "P.N<suffix>" of the rule's sources and none of its `unless`,
+    in the order of its key for the first source."""
+    names = keys.names
+    for name in keys.texts:
+        parts = names.legacy(name, rule.sources[0])
+        if not parts:
+            continue
+        prefix, param = parts
+        module = names.join(prefix, param)
+        wanted = [names.join(module, suffix) for suffix in rule.sources]
+        if all(key in keys.values for key in wanted) and not any(
+                names.join(module, suffix) in keys.values for suffix in rule.unless):
+            yield _module(rule, names, prefix, param,
+                          {suffix: keys.texts[key] for suffix, key in zip(rule.sources, wanted)})
+
+
+# The checks: each takes a _Module and the _StateDict it is in, and gives a reason or None.
+
+def _missing_part(m, keys):
+    """One of the rule's keys is not there."""
+    for part in m.rule.sources:
+        if part not in m.sources:
+            return keys.names.said("{}{} is missing", _stem(m, m.rule.reads), part)
     return None
 
 
-def _plan_to_parametrized(state_dict, names):
-    duplicates = _duplicates_problem(state_dict, names)
-    if duplicates:
-        return duplicates
-    values = {names.of(key): value for key, value in state_dict.items if type(key) is Text}
-    texts = {names.of(text): text for text in _keys(state_dict)}
-    parametrized = set()  # "P.parametrizations.N." for every parametrization state already present
-    for name in values:
-        parts = names.parametrized(name)
-        if parts:
-            parametrized.add(names.join(parts[0], PARAMETRIZATIONS, parts[1], "."))
-    found = []
-    for text, magnitude, module, base in _legacy_modules(state_dict, names, "_g"):
-        direction = names.join(module, "_v")
-        if direction not in values:
-            continue
-        spectral = [name for name in (names.join(module, "_orig"), names.join(module, "_u")) if name in values]
-        if spectral:
-            reason = names.said("{} is present: {} belongs to a legacy spectral norm", spectral[0], direction)
-        else:
-            reason = (names.shapes_problem(values[magnitude], values[direction], magnitude, direction)
-                      or _target_taken(module, base, values, parametrized, names))
-        pairs = [] if reason else [(text, names.join(base, "original0")),
-                                   (texts[direction], names.join(base, "original1"))]
-        found.append((WEIGHT_NORM, module, pairs, reason))
-    for _, _, module, base in _legacy_modules(state_dict, names, "_orig"):
-        legacy_names = [names.join(module, suffix) for suffix in SPECTRAL_NORM_SUFFIXES]
-        if not all(name in values for name in legacy_names) or names.join(module, "_g") in values:
-            continue  # not a spectral norm; or, with _g, already reported as ambiguous above
-        if not names.is_spectral_norm_state(*(values[name] for name in legacy_names)):
-            reason = names.said("{}_orig, _u and _v do not have a spectral norm's shapes", module)
-        else:
-            reason = _target_taken(module, base, values, parametrized, names)
-        pairs = [] if reason else [(texts[name], names.join(base, leaf))
-                                   for name, leaf in zip(legacy_names, SPECTRAL_NORM_LEAVES)]
-        found.append((SPECTRAL_NORM, module, pairs, reason))
-    return found
+def _extra_part(m, keys):
+    """The module has a key the family does not have."""
+    for part in m.sources:
+        if part not in m.rule.sources:
+            return keys.names.said("it also has {}, so it is not a plain " + _NOUNS[m.rule.family],
+                                   keys.names.join(_stem(m, m.rule.reads), part))
+    return None
+
+
+def _stacked(m, keys):
+    """A second parametrization on the same tensor shows only in `_metadata`."""
+    if keys.names.join(m.base, "1") in keys.stacked:
+        return "a second parametrization is stacked on its " + _NOUNS[m.rule.family]
+    return None
+
+
+def _spectral_norm_keys(m, keys):
+    """Legacy _g and _v beside _orig or _u: that _v is also a legacy spectral norm's."""
+    names = keys.names
+    for suffix in ("_orig", "_u"):
+        present = names.join(m.module, suffix)
+        if present in keys.values:
+            return names.said("{} is present: {} belongs to a legacy spectral norm", present,
+                              names.join(m.module, "_v"))
+    return None
+
+
+def _weight_norm_shapes(m, keys):
+    """g must be a weight-norm magnitude of v: else it is a custom two-tensor parametrization."""
+    g, v = m.sources[m.rule.sources[0]], m.sources[m.rule.sources[1]]
+    # The reason names them by leaf in the parametrized form, by key in the legacy form.
+    labels = m.rule.sources if m.rule.reads == PARAMETRIZED else (keys.names.of(g), keys.names.of(v))
+    return keys.names.shapes_problem(keys.value(g), keys.value(v), *labels)
+
+
+def _spectral_norm_shapes(m, keys):
+    """u and v must be the singular vectors of the weight (original)."""
+    weight, u, v = (keys.value(m.sources[part]) for part in m.rule.sources)
+    if keys.names.is_spectral_norm_state(weight, u, v):
+        return None
+    return keys.names.said(m.rule.shapes_reason, m.module)
+
+
+def _target_taken(m, keys):
+    """A name the module would take is in use: its own (as a plain tensor) or one of its targets
+    (a legacy key; in the parametrized form, any key under its "P.parametrizations.N.")."""
+    names = keys.names
+    if m.rule.to == LEGACY:
+        for name in (m.module,) + m.targets:
+            if name in keys.values:
+                return names.said("the legacy name {} is already a key", name)
+        return None
+    if m.module in keys.values:
+        return names.said("{} is already a key", m.module)
+    if m.base in keys.parametrized:
+        return names.said("{}* is already in the state dict", m.base)
+    return None
+
+
+_NOUNS = {WEIGHT_NORM: "weight norm", SPECTRAL_NORM: "spectral norm"}
+
+# families x directions: what each rule reads, what it writes, and the checks that can refuse it.
+_RULES = {
+    (WEIGHT_NORM, LEGACY): _Rule(
+        WEIGHT_NORM, LEGACY, WEIGHT_NORM_LEAVES, WEIGHT_NORM_SUFFIXES,
+        (_missing_part, _extra_part, _stacked, _weight_norm_shapes, _target_taken)),
+    (SPECTRAL_NORM, LEGACY): _Rule(
+        SPECTRAL_NORM, LEGACY, SPECTRAL_NORM_LEAVES, SPECTRAL_NORM_SUFFIXES,
+        (_stacked, _spectral_norm_shapes, _target_taken),
+        shapes_reason="its original, _u and _v do not have a spectral norm's shapes"),
+    (WEIGHT_NORM, PARAMETRIZED): _Rule(
+        WEIGHT_NORM, PARAMETRIZED, WEIGHT_NORM_SUFFIXES, WEIGHT_NORM_LEAVES,
+        (_spectral_norm_keys, _weight_norm_shapes, _target_taken)),
+    (SPECTRAL_NORM, PARAMETRIZED): _Rule(
+        SPECTRAL_NORM, PARAMETRIZED, SPECTRAL_NORM_SUFFIXES, SPECTRAL_NORM_LEAVES,
+        (_spectral_norm_shapes, _target_taken),
+        unless=("_g",),  # with _g and _v it is the weight-norm rule's, which reports _orig and _u
+        shapes_reason="{}_orig, _u and _v do not have a spectral norm's shapes"),
+}

@@ -425,7 +425,44 @@ def test_fix_mode_does_not_write_through_a_pull_requests_links_out_of_the_worksp
     assert result.outputs["modified"] == "false"
     refused = [props["file"] for name, props, message in commands(result.stdout)
                if name == "error" and "leads out of" in message]
+    # A pattern does not enter a linked folder (patterns.py); a folder named in `paths` is walked.
     expected = {"": ["models/linked.pth"], "models/shared": [os.path.join("models", "shared", "cached.pth")],
-                "models/**/*.pth": ["models/linked.pth", "models/shared/cached.pth"]}[paths]
+                "models/**/*.pth": ["models/linked.pth"]}[paths]
     assert sorted(refused) == sorted(expected)
     assert repo.status() == ""
+
+
+HIJACKERS = {
+    # `python -m venv` / `python -m pip` run in the workspace would import these first.
+    "venv/__init__.py": b"", "venv/__main__.py": b"import sys; open('HIJACKED', 'w').close(); sys.exit(0)\n",
+    "pip/__init__.py": b"", "pip/__main__.py": b"import sys; open('HIJACKED', 'w').close(); sys.exit(0)\n",
+    # a spawned worker process would import this first
+    "multiprocessing/__init__.py": b"open('HIJACKED', 'w').close()\n",
+}
+
+
+def test_a_pull_requests_python_files_never_run_in_the_action(model_repo, run, tmp_path):
+    pr_files = {**HIJACKERS, **{f"models/new{i}.pth": PARAMETRIZED.read_bytes() for i in range(9)}}
+    repo = model_repo(pr_files)
+    result = run(repo, mode="check", **{"changed-only": "true"})
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert result.outputs["offending"] == "9"
+    assert not list(tmp_path.rglob("HIJACKED"))
+
+
+def test_pull_request_target_with_the_base_checked_out_fails_rather_than_passing(model_repo, action_path):
+    """actions/checkout checks out the base branch for pull_request_target unless told otherwise."""
+    repo = model_repo()
+    git("checkout", "-q", "--detach", repo.base, cwd=repo.path)
+    result = run_action(action_path / "action.yml", inputs={"mode": "check"}, workspace=repo.path,
+                        event_name="pull_request_target",
+                        base_ref="main", sha=repo.base, tmp=repo.path.parent / "runner",
+                        event={"pull_request": {"base": {"ref": "main", "sha": repo.base}}})
+    assert result.exit_code == 2
+    assert "pull_request_target: the workspace holds the base branch, not the pull request" in result.stdout
+    git("checkout", "-q", "--detach", repo.sha, cwd=repo.path)  # the head checked out: examined
+    result = run_action(action_path / "action.yml", inputs={"mode": "check", "changed-only": "true"},
+                        workspace=repo.path,
+                        event_name="pull_request_target", base_ref="main", sha=repo.base,
+                        tmp=repo.path.parent / "runner2", event={"pull_request": {"base": {"ref": "main"}}})
+    assert result.exit_code == 1 and result.outputs["offending-files"] == "models/new.pth"

@@ -374,3 +374,131 @@ def test_a_console_that_cannot_encode_a_name_gets_escapes_not_a_crash(output, fi
     escaped = str(path).replace("模型", "\\u6a21\\u578b").encode("cp1252")
     assert escaped in result.stdout
     assert main(["check", str(path)]) == 0
+
+
+def test_a_file_named_like_a_pattern_does_not_switch_the_pattern_off(fixture_copy, tmp_path, monkeypatch, capsys):
+    """A pull request could add `models/*.pth` itself, so that the pattern named only that file."""
+    fixture_copy("legacy.bin", "models/*.pth")
+    fixture_copy("parametrized.bin", "models/evil.pth")
+    fixture_copy("parametrized.bin", "models/deeper/evil.pth")
+    monkeypatch.chdir(tmp_path)
+    for pattern in ("models/*.pth", "models/**/*.pth"):
+        assert main(["check", pattern]) == 1
+        out = capsys.readouterr().out
+        assert os.path.join("models", "evil.pth") + ": 4 parametrized" in out
+        assert ("deeper" in out) is ("**" in pattern)
+    assert main(["check", "--hook", "--", "models/*.pth"]) == 0  # git named that very file
+    assert capsys.readouterr().out == "checked 1 file: 1 ok\n"
+
+
+def test_patterns_and_folder_walks_see_hidden_names_and_version_control_folders(fixture_copy, tmp_path,
+                                                                               monkeypatch, capsys):
+    hidden = [os.path.join("models", ".hidden.pth"), os.path.join("models", ".dir", "x.pth"),
+              os.path.join("models", ".svn", "x.pth"), os.path.join("models", ".hg", "x.pth")]
+    for name in hidden:
+        fixture_copy("parametrized.bin", name)
+    monkeypatch.chdir(tmp_path)
+    for paths in (["models"], ["models/**/*.pth"], ["models/*.pth", "models/*/*.pth"]):
+        assert main(["check", "-q", *paths]) == 1
+        out = capsys.readouterr().out
+        assert sorted(line.split(": ")[0] for line in out.splitlines()) == sorted(hidden), paths
+
+
+def test_linked_folders_are_not_entered_by_patterns_so_loops_end(fixture_copy, tmp_path, monkeypatch, capsys):
+    fixture_copy("parametrized.bin", "models/voice.pth")
+    for name in ("l1", "l2"):
+        os.symlink(".", tmp_path / "models" / name)
+    os.symlink("/", tmp_path / "models" / "root")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "models/**/*.pth"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{os.path.join('models', 'voice.pth')}: 4 parametrized weight-norm keys in 2 modules "
+        "(e.g. 0.parametrizations.weight.original0)", "checked 1 file: 1 needs-fix"]
+
+
+def test_a_repository_git_cannot_list_fails_rather_than_being_walked(fixture_copy, tmp_path, monkeypatch, capsys):
+    git("init", "-q", cwd=tmp_path)
+    fixture_copy("parametrized.bin", "models/.svn/evil.pth")
+    git("add", "-A", cwd=tmp_path)
+    (tmp_path / ".gitmodules").write_text('[submodule "x"\n\tpath = = =\n')  # a bad config line
+    git("add", ".gitmodules", cwd=tmp_path)
+    git("update-index", "--add", "--cacheinfo", "160000," + "1" * 40 + ",sm", cwd=tmp_path)  # a submodule entry
+    monkeypatch.chdir(tmp_path)
+    assert main(["check"]) == 2
+    assert capsys.readouterr().err.startswith("pth-legacy-keys: cannot list the repository's files: ")
+
+
+def test_a_named_path_missing_fails_with_changed_since_too(fixture_copy, tmp_path, monkeypatch, capsys):
+    git("init", "-q", "-b", "main", cwd=tmp_path)
+    fixture_copy("legacy.bin", "models/old.pth")
+    git("add", "-A", cwd=tmp_path)
+    git("commit", "-q", "-m", "base", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for typo in ("modles/**/*.pth", "models/nwe.pth"):
+        assert main(["check", "--changed-since", "HEAD", typo]) == 2
+        assert f"{typo}: error: no such file" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value_option", ["--changed-since", "--report", "--files-from", "--to", "--jobs", "--output",
+                                          "--lfs-pointers"])
+def test_an_option_given_dashdash_as_its_value_is_a_usage_error(value_option, fixture_copy, capsys):
+    """Python 3.9-3.12's argparse makes `--report=--` an empty list: a traceback, or an option ignored."""
+    path = fixture_copy("legacy.bin")
+    with pytest.raises(SystemExit) as stopped:
+        main(["check", f"{value_option}=--", str(path)])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error: argument" in err
+
+
+def test_text_output_never_starts_a_workflow_command(fixture_copy, tmp_path, monkeypatch, capsys):
+    """A CI log reads a line starting with `::` as a command: a file's name must not start one."""
+    monkeypatch.chdir(tmp_path)
+    fixture_copy("parametrized.bin", "::error title=x::forged.pth")
+    assert main(["check", "::error title=x::forged.pth"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("\\x3a:error title=x::forged.pth: 4 parametrized")
+    assert not any(line.lstrip().startswith(("::", "##[")) for line in out.splitlines())
+
+
+def test_a_long_vocoder_field_is_shortened_in_every_output(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "voice.pth"
+    torch.save({"weight": {"dec.conv_pre.weight": torch.zeros(2)}, "config": [1], "vocoder": "x" * 1_000_000},
+               path)
+    for argv in (["check", "-v"], ["inspect"], ["inspect", "--output", "json"]):
+        main([*argv, str(path)])
+        out = capsys.readouterr().out
+        assert "characters]" in out and len(out) < 5_000, argv
+
+
+WORKER_WRAPPER = """
+import multiprocessing, sys
+if __name__ == "__main__":  # as in the console script, which a spawned worker imports again
+    if sys.argv[1] == "no-fork":  # as on Windows
+        multiprocessing.get_all_start_methods = lambda: ["spawn"]
+    else:
+        multiprocessing.set_start_method(sys.argv[1])  # the default on macOS, and forkserver from 3.14
+    from pth_legacy_keys.cli import main
+    sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver", "no-fork"])
+def test_worker_processes_never_import_the_examined_folders_code(start_method, fixture_copy, tmp_path):
+    """A spawned worker is `python -c ...` with the current folder first on sys.path: a repository's
+    own `multiprocessing/` package would run in it."""
+    repo = tmp_path / "repo"
+    for i in range(9):
+        fixture_copy("parametrized.bin", f"repo/models/m{i}.pth")
+    marker = tmp_path / "ran"
+    hostile = repo / "multiprocessing"
+    hostile.mkdir()
+    (hostile / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WORKER_WRAPPER)
+    result = subprocess.run([sys.executable, str(wrapper), start_method, "check", "-j", "2", "models"],
+                            cwd=repo, capture_output=True, text=True, check=False)
+    assert result.returncode == 1, result.stderr
+    assert "checked 9 files: 9 needs-fix" in result.stdout
+    assert not marker.exists()

@@ -133,3 +133,43 @@ def test_a_report_that_cannot_be_written_leaves_nothing_behind(layout, capsys):
     assert code == 2
     assert "cannot write the report report.json" in capsys.readouterr().err
     assert sorted(os.listdir(repo)) == [".git", "models", "report.json"]
+
+
+def test_fix_does_not_write_into_the_repositorys_own_git_folder(layout, capsys):
+    """A tracked link into .git (an LFS object, a pack) leads out of the work tree."""
+    repo, _ = layout
+    lfs_object = copy_of(repo / ".git" / "lfs" / "objects" / "ab" / "cd", PARAMETRIZED, "abcd1234")
+    before = lfs_object.read_bytes()
+    os.symlink(os.path.join("..", ".git", "lfs", "objects", "ab", "cd", "abcd1234"), repo / "models" / "voice.pth")
+    code, out = run(capsys, "fix", "models/voice.pth")
+    assert code == 2 and "refused: the symbolic link" in out
+    assert lfs_object.read_bytes() == before
+
+
+def test_the_command_in_a_refusal_names_the_very_target(tmp_path, monkeypatch, capsys):
+    """Run as printed, in bash, it fixes the file the link led to, whatever its name."""
+    repo, outside = tmp_path / "repo", tmp_path / "we ird\ndir"
+    repo.mkdir()
+    git("init", "-q", cwd=repo)
+    target = copy_of(outside, PARAMETRIZED, os.fsdecode(b"x\xff'.pth"))
+    os.symlink(target, repo / "voice.pth")
+    monkeypatch.chdir(repo)
+    code, out = run(capsys, "fix", "voice.pth")
+    assert code == 2
+    command = out.split("name the file itself: ", 1)[1].split("; nothing was changed", 1)[0]
+    assert command.startswith("pth-legacy-keys fix -- $'")
+    script = command.replace("pth-legacy-keys fix -- ", "printf '%s' ", 1)
+    printed = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
+    assert printed == os.fsencode(str(target))
+
+
+def test_the_report_is_not_written_through_a_linked_folder_of_the_repository(layout, capsys):
+    repo, outside_model = layout
+    os.symlink(outside_model.parent, repo / "reports")
+    copy_of(repo / "models", LEGACY, "voice.pth")
+    code = __import__("pth_legacy_keys.cli", fromlist=["main"]).main(
+        ["check", "--report", "reports/r.json", "models/voice.pth"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "checked 1 file: 1 ok\n"
+    assert captured.err.startswith("pth-legacy-keys: cannot write the report reports/r.json: the symbolic link ")
+    assert os.listdir(outside_model.parent) == ["cache.pth"]

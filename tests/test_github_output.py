@@ -8,6 +8,7 @@ import subprocess
 import pytest
 from helpers import LEGACY, PARAMETRIZED, copy_of, run
 from pth_legacy_keys import github
+from pth_legacy_keys.cli import main
 from pth_legacy_keys.github import escape_data, escape_property, fix_command, job_summary, publish
 from pth_legacy_keys.report import FileReport
 
@@ -114,8 +115,11 @@ def test_at_most_ten_annotations_of_a_kind(tmp_path, github_files, capsys):
     _code, out = run(capsys, "check", "--output", "github", *names)
     errors = [line for line in out.splitlines() if line.startswith("::error")]
     assert len(errors) == 10
-    assert errors[-1] == ("::error title=pth-legacy-keys::3 more files; the job summary and the JSON report "
-                          "(the `report` output) list them")
+    assert errors[-1] == ("::error title=pth-legacy-keys::3 more files; the job summary and the JSON document "
+                          "(`--output json` or `--report FILE`) list them")
+    _code, out = run(capsys, "check", "--output", "github", "--report", "r.json", *names)
+    assert out.splitlines()[9] == ("::error title=pth-legacy-keys::3 more files; the job summary and the JSON "
+                                   "report (the `report` output) list them")
     assert all(f"| `{name}` | needs-fix |" in summary.read_text() for name in names)
     assert parse_outputs(outputs.read_text())["offending-files"].splitlines() == names
 
@@ -284,3 +288,19 @@ def test_long_lists_of_names_stop_whole_and_say_they_are_incomplete(tmp_path):
     short = tmp_path / "short"
     publish("check", "legacy", reports[:3], environ={"GITHUB_OUTPUT": str(short)})
     assert parse_file_command(short.read_text())["offending-files-complete"] == "true"
+
+
+def test_a_summary_that_cannot_be_written_is_one_line_after_the_results(tmp_path, monkeypatch, capsys):
+    """fix has already rewritten files by then: say what was done, then what could not be written."""
+    copy_of(tmp_path, PARAMETRIZED, "voice.pth")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no-such-folder" / "summary.md"))
+    monkeypatch.setenv("GITHUB_OUTPUT", str(tmp_path / "outputs.txt"))
+    assert main(["fix", "--output", "github", "voice.pth"]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert captured.out.splitlines()[-1] == "examined 1 file: 1 fixed"
+    assert captured.err.splitlines() == [
+        f"pth-legacy-keys: cannot write the job summary to {tmp_path / 'no-such-folder' / 'summary.md'} "
+        "($GITHUB_STEP_SUMMARY): No such file or directory"]
+    assert "modified=true" in (tmp_path / "outputs.txt").read_text()

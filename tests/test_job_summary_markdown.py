@@ -149,7 +149,7 @@ def test_a_file_name_of_a_megabyte_gets_no_fix_command():
     name = "x" * 1_000_000
     report = FileReport(name, "needs-fix")
     report.renames = [Rename("", "a.parametrizations.weight.original0", "a.weight_g")]
-    summary = job_summary("check", "legacy", [report])
+    summary = job_summary("check", "legacy", [report], report_path="report.json")
     assert size(summary) < 10_000
     assert "`pth-legacy-keys fix -- FILE ...` on the files that the JSON report (the `report` output) lists" in summary
     rendered(summary)
@@ -177,7 +177,7 @@ def test_a_hundred_thousand_files_stay_under_a_mebibyte_and_say_how_many_more():
     reports = [FileReport(f"models/模型-{i:06}-" + "x" * 150 + ".pth", "needs-fix") for i in range(count)]
     for report in reports:
         report.renames = [Rename("", "dec.parametrizations.weight.original0", "dec.weight_g")]
-    summary = job_summary("check", "legacy", reports)
+    summary = job_summary("check", "legacy", reports, report_path="report.json")
     assert size(summary) <= SUMMARY_BUDGET < MIB
     rows = [line for line in summary.splitlines() if line.startswith("| `models/")]
     [more] = [line for line in summary.splitlines() if "more files" in line]

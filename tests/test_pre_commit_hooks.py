@@ -65,7 +65,8 @@ def test_manifest_declares_both_hooks_with_the_mode_in_the_entry():
     for hook in hooks.values():
         assert hook["args"] == ["--"]  # the file names pre-commit appends are never options
         assert hook["language"] == "python"
-        assert hook["types"] == ["file"]  # not binary: an LFS pointer is text and must be reported
+        # Not binary: an LFS pointer is text and must be reported. Symlinks too: loaders read through them.
+        assert hook["types"] == [] and hook["types_or"] == ["file", "symlink"]
         assert hook["stages"] == ["pre-commit", "pre-merge-commit", "pre-push", "manual"]
         assert hook["minimum_pre_commit_version"] == "3.2.0"
         assert hook["description"]
@@ -142,9 +143,11 @@ def test_hook_types_select_binary_checkpoints_and_text_pointers_alike(tmp_path, 
     identify = pytest.importorskip("identify.identify", reason="identify comes with pre-commit")
     path = tmp_path / "voice.pth"
     path.write_bytes(content)
-    tags = identify.tags_from_path(str(path))
-    for hook in manifest().values():
-        assert set(hook["types"]) <= tags
+    link = tmp_path / "linked.pth"
+    link.symlink_to(path.name)
+    for tags in (identify.tags_from_path(str(path)), identify.tags_from_path(str(link))):
+        for hook in manifest().values():
+            assert set(hook["types"]) <= tags and set(hook["types_or"]) & tags
 
 
 def test_path_configuration_file_matches_but_is_skipped_by_content(tmp_path, capsys):
@@ -323,6 +326,18 @@ def test_files_named_like_options_cannot_turn_off_the_check(runner, tmp_path, ho
     for name in names:
         assert f"{name}: 4 parametrized weight-norm keys" in output
     assert victim.read_bytes() == b"not ours"
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_symlinked_checkpoint_is_checked_through_the_link(runner, tmp_path, hook_repository, runner_homes):
+    """A pull request can ship the model as a link to a file the hook's pattern does not match."""
+    repo = model_repository(tmp_path / "voices", hook_repository, "check-pth-legacy-keys", runner, runner_homes)
+    copy_of(repo / "data", PARAMETRIZED, "blob.bin")
+    (repo / "voice.pth").symlink_to(os.path.join("data", "blob.bin"))
+    git("add", "voice.pth", "data/blob.bin", cwd=repo)
+    blocked = commit(repo, runner_homes)
+    assert blocked.returncode != 0
+    assert "voice.pth: 4 parametrized weight-norm keys" in blocked.stdout + blocked.stderr
 
 
 @pytest.mark.parametrize("runner", RUNNERS)

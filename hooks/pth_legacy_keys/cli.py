@@ -10,7 +10,7 @@ from . import __version__
 from .discover import DiscoveryError, collect, read_path_list
 from .engine import LFS_POINTER_CHOICES, fix, scan
 from .rename import DIRECTIONS, FAMILIES, LEGACY
-from .report import encodable, summary, text_lines, write_inspections, write_json
+from .report import console_line, summary, text_lines, write_inspections, write_json
 from .status import exit_code
 from .symlinks import writing_root
 
@@ -93,7 +93,10 @@ PARALLEL_FROM = 8  # files: below this, starting worker processes costs more tha
 
 
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
@@ -101,15 +104,34 @@ def _positive_int(text):
 
 def examine_all(examine, files, jobs):
     """Yield `examine(path)` for `files`, in their order; in `jobs` processes when there are enough files."""
-    if jobs <= 1 or len(files) < PARALLEL_FROM:
+    context = _worker_context() if jobs > 1 and len(files) >= PARALLEL_FROM else None
+    if context is None:
         for path in files:
             yield examine(path)
         return
     from concurrent.futures import ProcessPoolExecutor
 
     workers = min(jobs, len(files))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         yield from pool.map(examine, files, chunksize=max(1, len(files) // (workers * 4)))
+
+
+def _worker_context():
+    """How to start worker processes that cannot import the examined folder's code, or None.
+
+    A spawned worker is `python -c ...`, whose sys.path starts with the current folder: a
+    repository's `multiprocessing/__init__.py` would run in it before any of ours. A forked
+    worker imports nothing; where there is no fork (Windows), Python 3.11's PYTHONSAFEPATH keeps
+    the folder off sys.path; on older Pythons there, the files are examined in this process.
+    """
+    import multiprocessing
+
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    if sys.version_info >= (3, 11):
+        os.environ["PYTHONSAFEPATH"] = "1"  # inherited by the workers, which read it at start-up
+        return multiprocessing.get_context("spawn")
+    return None
 
 
 def main(argv=None):
@@ -145,6 +167,10 @@ def _main(argv):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name, value in vars(args).items():
+        if isinstance(value, list) and name != "paths":
+            # Python 3.9-3.12's argparse turns `--report=--` into an empty list, not the text "--".
+            parser.error(f"argument --{name.replace('_', '-')}: expected a value, not --")
     if getattr(args, "hook", False):
         problem = _not_a_hook_invocation(parser, args, argv)
         if problem:
@@ -162,7 +188,8 @@ def _main(argv):
         if args.files_from and not paths:
             files = []  # an empty list means nothing to examine, not "the whole repository"
         else:
-            files = collect(paths, changed_since=getattr(args, "changed_since", None))
+            files = collect(paths, changed_since=getattr(args, "changed_since", None),
+                            literal=getattr(args, "hook", False))
     except DiscoveryError as exc:
         print(f"pth-legacy-keys: {exc}", file=sys.stderr)
         if args.output == "github":
@@ -179,6 +206,8 @@ def _main(argv):
 
             missing = torch_missing()
             if missing:
+                if args.hook:  # the hook's environment is pre-commit's, not the user's
+                    missing += "; as a hook, add `additional_dependencies: [torch, safetensors]`"
                 print(f"pth-legacy-keys: {missing}", file=sys.stderr)
                 return 2
         options["verify"] = args.verify
@@ -188,28 +217,46 @@ def _main(argv):
     if args.output == "text" and not args.report:
         return _print_text(args.command, reports, args.verbosity)
     reports = list(reports)  # the JSON document and GitHub's summary need them all at once
-    if args.report:
-        from .writer import write_new_file
-
-        def fill(f):
-            write_json(f, args.command, args.to, reports, __version__)
-            f.write("\n")
-
-        try:
-            write_new_file(args.report, fill)
-        except OSError as exc:
-            print(f"pth-legacy-keys: cannot write the report {args.report}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+    # What could not be written is said after the results: fix may already have rewritten files.
+    unwritten = [_write_report(args, reports)] if args.report else []
     if args.output == "text":
-        return _print_text(args.command, reports, args.verbosity)
-    if args.output == "json":
+        code = _print_text(args.command, reports, args.verbosity)
+    elif args.output == "json":
         write_json(sys.stdout, args.command, args.to, reports, __version__)
         print()
+        code = exit_code([report.status for report in reports])
     else:
         from .github import publish
 
-        print(publish(args.command, args.to, reports, args.report))
-    return exit_code([report.status for report in reports])
+        log, problems = publish(args.command, args.to, reports, args.report)
+        print(log)
+        unwritten += problems
+        code = exit_code([report.status for report in reports])
+    for problem in filter(None, unwritten):
+        print(f"pth-legacy-keys: {problem}", file=sys.stderr)
+        code = 2
+    return code
+
+
+def _write_report(args, reports):
+    """Write the JSON report; return why it could not be written, or None."""
+    from .symlinks import describe, link_out_of
+    from .writer import write_new_file
+
+    root = writing_root()
+    escape = link_out_of(os.path.dirname(os.path.abspath(args.report)), root)
+    if escape:
+        return f"cannot write the report {args.report}: {describe(escape, root)}"
+
+    def fill(f):
+        write_json(f, args.command, args.to, reports, __version__)
+        f.write("\n")
+
+    try:
+        write_new_file(args.report, fill)
+    except OSError as exc:
+        return f"cannot write the report {args.report}: {exc.strerror or exc}"
+    return None
 
 
 def _not_a_hook_invocation(parser, args, argv):
@@ -243,7 +290,7 @@ def _inspect(files, output, lfs_pointers):
             if i:
                 print()
             for line in inspection.text_lines():
-                print(encodable(line))
+                print(console_line(line))
     return max((inspection.exit_code for inspection in inspections), default=0)
 
 
@@ -253,7 +300,7 @@ def _print_text(command, reports, verbosity):
     statuses = []
     for report in reports:
         for line in text_lines(report, verbosity):
-            print(encodable(line))
+            print(console_line(line))
         statuses.append(report.status)
     if verbosity >= 0:
         print(summary(command, statuses))

@@ -3,25 +3,28 @@
 import os
 import re
 
+from .patterns import NEVER_ENTERED, expand, is_pattern
+
 # DOTALL: a name with a newline in it is still a checkpoint name, and must not slip through.
 CHECKPOINT_NAME = re.compile(r"(?is).*\.(pth|pt|ckpt|safetensors)")
-SKIPPED_FOLDERS = frozenset((".git", ".hg", ".svn"))
-GLOB_CHARACTERS = frozenset("*?[")
 
 
 class DiscoveryError(Exception):
     """The files to examine could not be worked out (a bad git revision, an unreadable list)."""
 
 
-def collect(paths, changed_since=None):
+def collect(paths, changed_since=None, literal=False):
     """Expand `paths` into the files to examine, in a stable order.
 
     An explicit file is examined whatever its name; a folder is walked for checkpoint
-    names; a glob that names no existing file is expanded (`**` crosses folders), for
-    shells and workflow inputs that do not, and kept as a missing file if it matches
-    nothing; no paths means the tracked checkpoints of the current git repository and
-    its checked-out submodules, or the current folder walked when it is not in one.
-    With `changed_since`, only the files changed between that revision and HEAD remain.
+    names; a path with a glob character is a pattern (patterns.py: `**` crosses folders,
+    hidden names match, links are not entered), for shells and workflow inputs that do not
+    expand it, even if a file has that very name (a pull request could add one to hide the
+    others); with `literal` (a hook: git named the files) every path is a name. No paths
+    means the tracked checkpoints of the current git repository and its checked-out
+    submodules, or the current folder walked when it is not in one. With `changed_since`,
+    only the files changed between that revision and HEAD remain. A path or pattern that
+    names nothing stays, to be reported missing: a typo must fail, not pass.
     """
     if not paths:
         tracked = _git_tracked_checkpoints()
@@ -31,21 +34,16 @@ def collect(paths, changed_since=None):
         for path in paths:
             if "\0" in path:
                 files.append(path)  # no file has this name: it gets its own line saying so
-            elif GLOB_CHARACTERS & set(path) and not os.path.lexists(path):
-                import glob
-
-                matches = sorted(glob.glob(path, recursive=True))
-                for match in matches:
-                    files.extend(_walk(match) if os.path.isdir(match) else [match])
-                if not matches:
-                    files.append(path)  # a typo in a pattern must fail as a missing file does, not pass
+            elif is_pattern(path) and not literal:
+                files.extend(expand(path, _walk) or [path])
             elif os.path.isdir(path):
                 files.extend(_walk(path))
             else:
                 files.append(path)
     if changed_since is not None:
         changed = _git_changed_files(changed_since)
-        files = [path for path in files if _is_changed(os.path.relpath(path), changed)]
+        files = [path for path in files
+                 if not os.path.lexists(path) or _is_changed(os.path.relpath(path), changed)]
     return list(dict.fromkeys(files))
 
 
@@ -82,6 +80,10 @@ def _git_tracked_checkpoints():
     except OSError:
         return None
     if listing.returncode != 0:
+        if _git("rev-parse", "--is-inside-work-tree").returncode == 0:
+            # In a repository, a listing that fails (a broken .gitmodules) must not become a walk
+            # that sees other files than git would.
+            raise DiscoveryError(f"cannot list the repository's files: {_first_line(listing.stderr)}")
         return None
     names = _nul_separated(listing.stdout)
     # A tracked file deleted from the work tree has nothing to examine until it is committed.
@@ -133,7 +135,7 @@ def _rev_parse(text, revision):
 
 def _first_line(stderr):
     lines = os.fsdecode(stderr).strip().splitlines()
-    return lines[0] if lines else "git diff failed"
+    return lines[0] if lines else "git failed"
 
 
 def _nul_separated(output):
@@ -144,7 +146,7 @@ def _nul_separated(output):
 def _walk(folder):
     found = []
     for root, folders, names in os.walk(folder):
-        folders[:] = sorted(f for f in folders if f not in SKIPPED_FOLDERS)
+        folders[:] = sorted(f for f in folders if f not in NEVER_ENTERED)
         found.extend(os.path.join(root, name) for name in sorted(names) if CHECKPOINT_NAME.fullmatch(name))
     if folder == ".":
         found = [os.path.relpath(path) for path in found]

@@ -4,7 +4,7 @@ import os
 import struct
 
 from .container import file_identity, read_checkpoint, record_crc, region_crc
-from .discover import GLOB_CHARACTERS
+from .patterns import is_pattern
 from .errors import CheckpointError, FixAbandoned
 from .pickle_edit import replace_strings
 from .regular_file import open_regular, require_regular_file
@@ -59,7 +59,7 @@ def _run(path, to, lfs_pointers, families, write, verify=False, root=None):
             report.status = Status.CANNOT_CONVERT
         elif renames.renames or renames.param_names:
             if write:
-                require_no_link_out(path, root or writing_root())
+                require_no_link_out(path, root or writing_root(), to)
                 report.verified = _rewrite(real_path, checkpoint, renames, to, families, verify)
                 report.status = Status.FIXED
             else:
@@ -183,7 +183,7 @@ def _copied_records(checkpoint):
 
 def _os_error_reason(exc):
     if isinstance(exc, FileNotFoundError):
-        pattern = GLOB_CHARACTERS & set(os.fsdecode(exc.filename or ""))
+        pattern = is_pattern(os.fsdecode(exc.filename or ""))
         return "no such file, and no file matches it as a pattern" if pattern else "no such file"
     if isinstance(exc, PermissionError):
         return "permission denied"

@@ -10,11 +10,11 @@ paths, so that each name is exactly one line and no two names share a line.
 import json
 import os
 import re
-import shlex
 import unicodedata
 import uuid
 
 from .rename import shown_name
+from .commands import fix_command, name_bytes, shell_word
 from .report import encodable, printable, summary
 from .status import Status
 
@@ -45,17 +45,22 @@ def escape_property(text):
 
 
 def publish(command, to, reports, report_path=None, environ=os.environ):
-    """Return the log text; append the summary and the outputs where GitHub asks for them."""
-    lines = _annotations(reports) + [escape_data(summary(command, [r.status for r in reports]))]
-    summary_file = environ.get("GITHUB_STEP_SUMMARY")
-    if summary_file:
-        with open(summary_file, "a", encoding="utf-8") as f:
-            f.write(encodable(job_summary(command, to, reports)))
-    output_file = environ.get("GITHUB_OUTPUT")
-    if output_file:
-        with open(output_file, "a", encoding="utf-8") as f:
-            f.write(encodable(_step_outputs(reports, report_path)))
-    return encodable("\n".join(lines))
+    """Append the summary and the outputs where GitHub asks for them; return the log text and
+    what could not be written (one line each)."""
+    lines = _annotations(reports, report_path) + [escape_data(summary(command, [r.status for r in reports]))]
+    problems = []
+    for variable, what, text in (
+        ("GITHUB_STEP_SUMMARY", "the job summary", lambda: job_summary(command, to, reports, report_path)),
+        ("GITHUB_OUTPUT", "the step outputs", lambda: _step_outputs(reports, report_path)),
+    ):
+        path = environ.get(variable)
+        if path:
+            try:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(encodable(text()))
+            except OSError as exc:
+                problems.append(f"cannot write {what} to {path} (${variable}): {exc.strerror or exc}")
+    return encodable("\n".join(lines)), problems
 
 
 def _annotation(report):
@@ -79,7 +84,7 @@ def _annotation(report):
     return None
 
 
-def _annotations(reports):
+def _annotations(reports, report_path=None):
     by_kind = {"error": [], "warning": [], "notice": []}
     for report in reports:
         found = [_annotation(report)] + [("warning", "will not load in legacy RVC software", warning)
@@ -92,8 +97,8 @@ def _annotations(reports):
         if len(annotations) > MAX_ANNOTATIONS:
             more = len(annotations) - (MAX_ANNOTATIONS - 1)
             annotations = annotations[:MAX_ANNOTATIONS - 1] + [
-                f"::{kind} title=pth-legacy-keys::{more} more files; the job summary and the JSON report "
-                "(the `report` output) list them"]
+                f"::{kind} title=pth-legacy-keys::{more} more files; the job summary and "
+                f"{where_every_file_is(report_path)} list them"]
         lines.extend(annotations)
     return lines
 
@@ -152,7 +157,7 @@ def _size(lines):
     return sum(len(encodable(line).encode("utf-8")) + 1 for line in lines)
 
 
-def _rows_within(reports, budget):
+def _rows_within(reports, budget, report_path):
     """One table row per report while they fit in `budget` bytes; then one row that says how
     many files were left out and where they all are."""
     used = 0
@@ -161,7 +166,7 @@ def _rows_within(reports, budget):
         used += _size([row])
         if used > budget:
             yield (f"| … | {len(reports) - shown:,} more files, left out to keep this summary under "
-                   "GitHub's 1 MiB limit: the JSON report (the `report` output) lists every file | | |")
+                   f"GitHub's 1 MiB limit: {where_every_file_is(report_path)} lists every file | | |")
             return
         yield row
 
@@ -177,7 +182,7 @@ def _paths_within(paths, budget):
     return taken
 
 
-def _fix_section(to, to_fix):
+def _fix_section(to, to_fix, report_path):
     """How to fix the files locally: the command (its names within FIX_COMMAND_BUDGET), the hook."""
     named = _paths_within(to_fix, FIX_COMMAND_BUDGET)
     if named:
@@ -185,10 +190,10 @@ def _fix_section(to, to_fix):
                  "```", ""]
     else:  # only a name longer than FIX_COMMAND_BUDGET, which no file system allows
         parts = [(f"To fix them locally, install pth-legacy-keys and run `{fix_command(to, [])} FILE ...` "
-                  "on the files that the JSON report (the `report` output) lists,"), ""]
+                  f"on the files that {where_every_file_is(report_path)} lists,"), ""]
     if named and len(named) < len(to_fix):
         parts += [(f"(the command names the first {len(named):,} of the {len(to_fix):,} files to fix; "
-                   "the JSON report, the `report` output, lists them all)"), ""]
+                   f"{where_every_file_is(report_path)} lists them all)"), ""]
     return parts + [
         "or let pre-commit do it on every commit (`.pre-commit-config.yaml`):", "", "```yaml",
         "repos:", "  - repo: https://github.com/OWNER/pth-legacy-keys", "    rev: v0.1.0",
@@ -198,40 +203,24 @@ def _fix_section(to, to_fix):
     ]
 
 
-def job_summary(command, to, reports):
+def where_every_file_is(report_path):
+    """Where a reader finds the files a capped list leaves out: the Action's report, or the CLI's
+    own JSON output when there is no report file."""
+    if report_path:
+        return "the JSON report (the `report` output)"
+    return "the JSON document (`--output json` or `--report FILE`)"
+
+
+def job_summary(command, to, reports, report_path=None):
     """The Markdown summary: a row per file (as many as fit in SUMMARY_BUDGET), the counts, the fix."""
     head = [f"### pth-legacy-keys {command} ({to} names)", "",
             "| File | Status | Keys | Example key |", "|---|---|---|---|"]
     to_fix = [report.path for report in reports if report.status == Status.NEEDS_FIX]
     tail = ["", f"**{summary(command, [r.status for r in reports])}**", ""]
     if to_fix:
-        tail += _fix_section(to, to_fix)
-    rows = _rows_within(reports, SUMMARY_BUDGET - _size(head) - _size(tail) - MORE_FILES_ROOM)
+        tail += _fix_section(to, to_fix, report_path)
+    rows = _rows_within(reports, SUMMARY_BUDGET - _size(head) - _size(tail) - MORE_FILES_ROOM, report_path)
     return "\n".join([*head, *rows, *tail]) + "\n"
-
-
-def fix_command(to, paths):
-    """The command that fixes `paths`: `--` before the names, so that none is read as an option,
-    and each name quoted so that the shell gives back exactly that name."""
-    direction = "" if to == "legacy" else " --to parametrized"
-    return f"pth-legacy-keys fix{direction} --" + "".join(" " + shell_word(path) for path in paths)
-
-
-def shell_word(name):
-    """`name` as one shell word that bash and zsh read back as exactly `name`: shlex.quote's
-    single quotes where the name is printable, else ANSI-C quoting ($'...') with each byte that
-    is not printable as \\xHH (a newline, an escape code, a byte that is not UTF-8)."""
-    if name.isprintable():
-        return shlex.quote(name)
-    spelled = []
-    for char in name:
-        if char in "\\'":
-            spelled.append("\\" + char)
-        elif char.isprintable():
-            spelled.append(char)
-        else:
-            spelled.extend(f"\\x{byte:02x}" for byte in _name_bytes(char))
-    return "$'" + "".join(spelled) + "'"
 
 
 def discovery_failed(message):
@@ -255,16 +244,7 @@ def _needs_escape(char):
 def _octal(char):
     """`char` as git spells a byte it quotes: \\ooo for each byte of its file-system encoding,
     which for a lone surrogate from os.fsdecode is the undecodable byte itself."""
-    return "".join(f"\\{byte:03o}" for byte in _name_bytes(char))
-
-
-def _name_bytes(char):
-    """The bytes `char` stands for in a file's name (os.fsencode: a lone surrogate from os.fsdecode
-    is the byte it could not decode)."""
-    try:
-        return os.fsencode(char)
-    except UnicodeEncodeError:  # a surrogate no file system decoding made: its UTF-8-like spelling
-        return char.encode("utf-8", "surrogatepass")
+    return "".join(f"\\{byte:03o}" for byte in name_bytes(char))
 
 
 def quoted_name(name):

@@ -13,6 +13,18 @@ def encodable(text):
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def console_line(text):
+    """`text` as a line of text output: encodable, and never a workflow command. A CI runner reads
+    a line that starts (after blanks) with `::` or `##[` as a command, and a file's name or key
+    can start one; its first character is then spelled as an escape."""
+    text = encodable(text)
+    stripped = text.lstrip()
+    if stripped.startswith(("::", "##[")):
+        at = len(text) - len(stripped)
+        text = f"{text[:at]}\\x{ord(stripped[0]):02x}{stripped[1:]}"
+    return text
+
+
 def printable(text):
     """`text` with control characters spelled out, so that a file name is always one line."""
     if text.isprintable():

@@ -7,6 +7,7 @@ cannot work there whatever its key names are; renaming keys never changes that.
 """
 
 from .pickle_walk import Dict, Tensor, Text
+from .rename import shown_name
 
 # Written by RVC WebUI's savers (version, sr, f0, info, config, weight) and by Applio.
 RVC_METADATA = ("version", "sr", "f0", "info")
@@ -94,12 +95,13 @@ def vocoder(root):
     """The Vocoder legacy RVC cannot run, if the file's vocoder field or module names say so."""
     named = plain(items(root).get("vocoder"))
     if isinstance(named, str) and _spelling(named) != _spelling(LEGACY_VOCODER):
-        return Vocoder(named, f"its vocoder field says '{named}'")
+        shown = shown_name(named)  # the file's own text: a megabyte of it must not be a megabyte of output
+        return Vocoder(shown, f"its vocoder field says '{shown}'")
     keys = state_dict_keys(model_weights(root))
     for name, prefixes in VOCODER_MODULES.items():
         for key in keys:
             if key.startswith(prefixes):
-                return Vocoder(name, f"it has {key.split('.', 2)[0]}.{key.split('.', 2)[1]}.* modules")
+                return Vocoder(name, f"it has {shown_name('.'.join(key.split('.', 2)[:2]))}.* modules")
     return None
 
 

@@ -1,14 +1,16 @@
-"""Where fix may write: never out of the repository through a link the repository holds.
+"""Where fix and --report may write: never out of the repository through a link the repository holds.
 
 A pull request can add `models/x.pth` as a symbolic link to a checkpoint elsewhere on the
 machine (a cache, another checkout), or a linked folder. Reading through it is harmless; writing
 through it would change a file that is not the repository's. So a link met *inside* the root
-must lead to a place inside the root. Links outside it (a home folder that is itself a link, a
-path the user typed) are the user's own and are followed.
+must lead to a place inside the root and outside any `.git` there (git's own objects, an LFS
+store). Links outside the root (a home folder that is itself a link, a path the user typed) are
+the user's own and are followed.
 """
 
 import os
 
+from .commands import fix_command
 from .errors import Refused
 
 
@@ -25,15 +27,17 @@ def writing_root():
     return os.path.realpath(top or os.getcwd())
 
 
-def require_no_link_out(path, root):
+def require_no_link_out(path, root, to):
     """Raise Refused if `path` passes through a link inside `root` that leads outside it."""
     escape = link_out_of(path, root)
     if escape:
-        import shlex
+        raise Refused(f"{describe(escape, root)}; fix writes there only when you name the file itself: "
+                      f"{fix_command(to, [os.path.realpath(path)])}")
 
-        link, target = escape
-        raise Refused(f"the symbolic link {link} leads out of {root}, to {target}; fix writes there only "
-                      f"when you name the file itself: pth-legacy-keys fix -- {shlex.quote(os.path.realpath(path))}")
+
+def describe(escape, root):
+    link, target = escape
+    return f"the symbolic link {link} leads out of {root}, to {target}"
 
 
 def link_out_of(path, root):
@@ -52,7 +56,7 @@ def link_out_of(path, root):
         step = os.path.join(current, part)
         if os.path.islink(step):
             target = os.path.realpath(step)
-            if _inside(current, root) and not _inside(target, root):
+            if _inside(current, root) and not _inside_work_tree(target, root):
                 return step, target
             current = target
         else:
@@ -77,3 +81,8 @@ def _components(path):
 
 def _inside(path, root):
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _inside_work_tree(path, root):
+    """Inside `root`, and not in a `.git` below it (a repository's or a submodule's database)."""
+    return _inside(path, root) and ".git" not in os.path.relpath(path, root).split(os.sep)

@@ -466,3 +466,13 @@ def test_pull_request_target_with_the_base_checked_out_fails_rather_than_passing
                         event_name="pull_request_target", base_ref="main", sha=repo.base,
                         tmp=repo.path.parent / "runner2", event={"pull_request": {"base": {"ref": "main"}}})
     assert result.exit_code == 1 and result.outputs["offending-files"] == "models/new.pth"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need privileges on Windows")
+@pytest.mark.parametrize("paths", ["models", "models/**/*.pth", "models/**"])
+def test_a_linked_folder_under_the_paths_is_checked_through(model_repo, run, paths):
+    """Loaders read models/voices/new_voice.pth through the link: so does the check."""
+    repo = model_repo({"store/new_voice.pth": PARAMETRIZED.read_bytes(), "models/voices": Link("../store")})
+    result = run(repo, mode="check", paths=paths, **{"changed-only": "true"})
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert result.outputs["offending-files"] == "models/voices/new_voice.pth"

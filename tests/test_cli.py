@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -404,16 +405,19 @@ def test_patterns_and_folder_walks_see_hidden_names_and_version_control_folders(
         assert sorted(line.split(": ")[0] for line in out.splitlines()) == sorted(hidden), paths
 
 
-def test_linked_folders_are_not_entered_by_patterns_so_loops_end(fixture_copy, tmp_path, monkeypatch, capsys):
+def test_linked_folders_are_entered_once_so_loops_end(fixture_copy, tmp_path, monkeypatch, capsys):
+    """Two links to `.` made Python's glob endless; a link to / would walk the machine."""
     fixture_copy("parametrized.bin", "models/voice.pth")
     for name in ("l1", "l2"):
         os.symlink(".", tmp_path / "models" / name)
     os.symlink("/", tmp_path / "models" / "root")
     monkeypatch.chdir(tmp_path)
-    assert main(["check", "models/**/*.pth"]) == 1
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no repository: the folder is the root
+    assert main(["check", "models/**/*.pth"]) == 2
     assert capsys.readouterr().out.splitlines() == [
+        f"{os.path.join('models', 'root')}: error: is a folder, not a file",
         f"{os.path.join('models', 'voice.pth')}: 4 parametrized weight-norm keys in 2 modules "
-        "(e.g. 0.parametrizations.weight.original0)", "checked 1 file: 1 needs-fix"]
+        "(e.g. 0.parametrizations.weight.original0)", "checked 2 files: 1 needs-fix, 1 error"]
 
 
 def test_a_repository_git_cannot_list_fails_rather_than_being_walked(fixture_copy, tmp_path, monkeypatch, capsys):
@@ -502,3 +506,133 @@ def test_worker_processes_never_import_the_examined_folders_code(start_method, f
     assert result.returncode == 1, result.stderr
     assert "checked 9 files: 9 needs-fix" in result.stdout
     assert not marker.exists()
+
+
+def test_linked_folders_inside_the_repository_are_walked_and_links_out_are_reported(fixture_copy, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """A pull request can put the model behind `models/voices -> ../store`: loaders read through it."""
+    repo = tmp_path / "repo"
+    fixture_copy("parametrized.bin", "repo/store/new_voice.pth")
+    fixture_copy("legacy.bin", "repo/models/ok.pth")
+    git("init", "-q", cwd=repo)
+    (tmp_path / "outside").mkdir()
+    os.symlink(os.path.join("..", "store"), repo / "models" / "voices")
+    os.symlink(str(tmp_path / "outside"), repo / "models" / "elsewhere")
+    os.symlink(".", repo / "models" / "loop")
+    monkeypatch.chdir(repo)
+    voices, elsewhere = os.path.join("models", "voices", "new_voice.pth"), os.path.join("models", "elsewhere")
+    for paths in (["models"], ["models/**/*.pth"], ["models/*"], ["models/*/*.pth"]):
+        assert main(["check", *paths]) == 2, paths
+        out = capsys.readouterr().out
+        assert f"{voices}: 4 parametrized" in out, paths
+        assert f"{elsewhere}: error: is a folder, not a file" in out, paths
+        assert "loop" not in out
+
+
+def test_patterns_match_names_as_fnmatch_and_double_stars_as_any_depth():
+    """Each name as Python's fnmatch says (glob's own rules, hidden names included); `**` any
+    number of whole names, none included."""
+    from pth_legacy_keys.patterns import _states
+
+    def matches(pattern, path):
+        parts = pattern.split("/")
+        return len(parts) in _states(parts, path.split("/"))
+
+    assert matches("*.pth", ".hidden.pth") and matches("[!]]*", "a") and not matches("[!]]*", "]")
+    assert not matches("[z-a].pth", "z.pth") and not matches("*.pth", "a/b.pth")
+    for path in ("x.pth", "a/x.pth", "a/b/c/x.pth"):
+        assert matches("**/*.pth", path) and matches("**", path)
+    assert matches("a/**/x.pth", "a/x.pth") and matches("a/**/x.pth", "a/b/c/x.pth")
+    assert not matches("a/**/x.pth", "b/x.pth") and not matches("a/*/x.pth", "a/x.pth")
+    assert _states(["models", "*.pth"], ["models"]) and not _states(["models", "*.pth"], ["other"])
+
+
+def test_a_pattern_that_is_not_one_is_a_missing_file(fixture_copy, tmp_path, monkeypatch, capsys):
+    fixture_copy("parametrized.bin", "models/z.pth")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "models/[z-a].pth"]) == 2
+    assert "models/[z-a].pth: error: no such file, and no file matches it as a pattern" in capsys.readouterr().out
+
+
+def test_a_thousand_nested_folders_are_walked_without_recursion(fixture_copy, tmp_path, monkeypatch, capsys):
+    """Deeper than Python's recursion limit: os.walk recursed until Python 3.12."""
+    folder = "models"
+    for _ in range(1100):  # one at a time: os.makedirs and pathlib recurse too
+        os.mkdir(tmp_path / folder)
+        folder = os.path.join(folder, "a")
+    deep = os.path.join(os.path.dirname(folder), "x.pth")
+    shutil.copyfile(fixture_copy("parametrized.bin"), tmp_path / deep)
+    monkeypatch.chdir(tmp_path)
+    try:
+        for paths in (["models"], ["models/**/*.pth"]):
+            assert main(["check", "-q", *paths]) == 1
+            assert capsys.readouterr().out.startswith(f"{deep}: 4 parametrized")
+    finally:  # bottom up: shutil.rmtree, which pytest cleans up with, recurses as deep as the tree
+        os.unlink(tmp_path / deep)
+        folder = os.path.dirname(deep)
+        while folder:
+            os.rmdir(tmp_path / folder)
+            folder = os.path.dirname(folder)
+
+
+def test_a_hook_examines_each_name_as_a_file(fixture_copy, tmp_path, monkeypatch, capsys):
+    fixture_copy("parametrized.bin", "store/x.pth")
+    os.symlink("store", tmp_path / "dir.pth")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "--hook", "--", "dir.pth"]) == 2
+    assert capsys.readouterr().out.startswith("dir.pth: error: is a folder, not a file")
+
+
+def test_changed_since_sees_a_submodule_moved_under_ignore_all(fixture_copy, tmp_path, monkeypatch, capsys):
+    """A pull request's .gitmodules can say `ignore = all`, which git diff honours by default."""
+    library = tmp_path / "library"
+    library.mkdir()
+    git("init", "-q", "-b", "main", cwd=library)
+    fixture_copy("legacy.bin", "library/v.pth")
+    git("add", "v.pth", cwd=library)
+    git("commit", "-q", "-m", "legacy", cwd=library)
+    project = tmp_path / "project"
+    project.mkdir()
+    git("init", "-q", "-b", "main", cwd=project)
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "voices", cwd=project)
+    git("commit", "-q", "-m", "base", cwd=project)
+    git("tag", "base", cwd=project)
+    fixture_copy("parametrized.bin", "library/v.pth")
+    git("commit", "-q", "-am", "parametrized", cwd=library)
+    git("-c", "protocol.file.allow=always", "submodule", "update", "-q", "--remote", "voices", cwd=project)
+    git("config", "-f", ".gitmodules", "submodule.voices.ignore", "all", cwd=project)
+    git("add", "-A", cwd=project)
+    git("commit", "-q", "-m", "move the submodule quietly", cwd=project)
+    monkeypatch.chdir(project)
+    assert main(["check", "--changed-since", "base"]) == 1
+    assert f"{os.path.join('voices', 'v.pth')}: 4 parametrized" in capsys.readouterr().out
+
+
+def test_changed_since_sees_a_tracked_links_changed_target(fixture_copy, tmp_path, monkeypatch, capsys):
+    git("init", "-q", "-b", "main", cwd=tmp_path)
+    fixture_copy("legacy.bin", "blobs/4f2a9c")
+    (tmp_path / "models").mkdir()
+    os.symlink(os.path.join("..", "blobs", "4f2a9c"), tmp_path / "models" / "voice.pth")
+    git("add", "-A", cwd=tmp_path)
+    git("commit", "-q", "-m", "base", cwd=tmp_path)
+    fixture_copy("parametrized.bin", "blobs/4f2a9c")
+    git("commit", "-q", "-am", "only the blob", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "--changed-since", "HEAD~1"]) == 1
+    assert f"{os.path.join('models', 'voice.pth')}: 4 parametrized" in capsys.readouterr().out
+
+
+def test_no_output_line_holds_a_legacy_workflow_command(fixture_copy, tmp_path, monkeypatch, capsys):
+    """GitHub's runner reads `##[` anywhere in a line as its older command syntax."""
+    name = "models/x##[stop-commands]pwn.pth"
+    fixture_copy("parametrized.bin", name)
+    monkeypatch.chdir(tmp_path)
+    code = main(["check", "--hook", "-v", "--", name])
+    captured = capsys.readouterr()
+    assert code == 1 and "models/x##\\x5bstop-commands]pwn.pth: 4 parametrized" in captured.out
+    assert main(["check", "--output", "json", "--", name]) == 1
+    text = capsys.readouterr().out
+    assert "##[" not in text and json.loads(text)["files"][0]["path"] == name
+    assert main(["check", "--changed-since", "x##[error]y"]) == 2
+    err = capsys.readouterr().err
+    assert "##[" not in err and "x##\\x5berror]y" in err

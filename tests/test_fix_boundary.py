@@ -173,3 +173,15 @@ def test_the_report_is_not_written_through_a_linked_folder_of_the_repository(lay
     assert code == 2 and captured.out == "checked 1 file: 1 ok\n"
     assert captured.err.startswith("pth-legacy-keys: cannot write the report reports/r.json: the symbolic link ")
     assert os.listdir(outside_model.parent) == ["cache.pth"]
+
+
+@pytest.mark.parametrize("spelling", [".GIT", ".Git", ".g\u200cit", ".git.", "GIT~1"])
+def test_fix_does_not_write_into_anything_a_file_system_may_take_for_git(spelling, layout, capsys):
+    """macOS file systems ignore case and some invisible characters: `.GIT` there is `.git`."""
+    repo, _ = layout
+    target = copy_of(repo / spelling / "lfs", PARAMETRIZED, "object")
+    before = target.read_bytes()
+    os.symlink(os.path.join("..", spelling, "lfs", "object"), repo / "models" / "voice.pth")
+    code, out = run(capsys, "fix", "models/voice.pth")
+    assert code == 2 and "refused: the symbolic link" in out
+    assert target.read_bytes() == before

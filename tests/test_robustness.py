@@ -7,6 +7,7 @@ and a fix that handed another user's file to whoever ran it.
 """
 
 import json
+import io
 import os
 import shutil
 import socket
@@ -537,3 +538,40 @@ def test_unprivileged_fix_of_a_file_it_may_write_but_not_own_changes_nothing(nob
     assert after[0] == before[0] and (after[1].st_uid, after[1].st_ino) == (0, before[1].st_ino)
     assert_good_file_examined("fix", result.stdout, good)
     assert sorted(os.listdir(nobodys_folder)) == ["good.pth", "roots.pth"]
+
+
+def test_the_package_uses_no_undefined_name():
+    """A name used but never imported fails only when its line runs (a NameError in fix, after
+    other files were rewritten): pyflakes finds it without running anything."""
+    pyflakes_api = pytest.importorskip("pyflakes.api", reason="pyflakes comes with the test extra")
+    from pyflakes.reporter import Reporter
+
+    package = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hooks", "pth_legacy_keys")
+    out, err = io.StringIO(), io.StringIO()
+    pyflakes_api.checkRecursive([package], Reporter(out, err))
+    undefined = [line for line in out.getvalue().splitlines() if "undefined name" in line]
+    assert undefined == [] and err.getvalue() == ""
+
+
+def test_fix_refuses_a_tensor_record_that_does_not_match_its_crc(tmp_path, capsys):
+    """check reads only the pickle, so it says needs-fix; fix copies the tensors and finds them bad.
+    (That line once raised NameError after other files had been rewritten.)"""
+    import zipfile
+
+    from helpers import PARAMETRIZED, copy_of, run
+
+    path = copy_of(tmp_path, PARAMETRIZED, "crc.pth")
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        record = next(info for info in archive.infolist() if "/data/" in info.filename)
+    name_and_extra = data[record.header_offset + 26:record.header_offset + 30]
+    start = record.header_offset + 30 + int.from_bytes(name_and_extra[:2], "little") + \
+        int.from_bytes(name_and_extra[2:], "little")
+    data[start] ^= 0xFF
+    path.write_bytes(bytes(data))
+    good = copy_of(tmp_path, PARAMETRIZED, "good.pth")
+    code, out = run(capsys, "fix", path, good)
+    assert code == 2
+    assert f"{path}: refused: record '" in out and "does not match its CRC" in out
+    assert f"{good}: fixed" in out
+    assert path.read_bytes() == bytes(data)

@@ -153,6 +153,11 @@ def main(argv=None):
 HOOK_OPTIONS = {"to", "only", "lfs_pointers", "jobs", "verbosity", "verify"}
 
 
+def _complain(problem):
+    """One line on standard error. Its text may hold a file's name or git's message: never a command."""
+    print(console_line(f"pth-legacy-keys: {problem}"), file=sys.stderr)
+
+
 def _survive_any_name():
     """Write what the console cannot encode (a file's name on a cp1252 Windows console) as
     escapes: a crash after fix has rewritten files would hide what it did."""
@@ -174,7 +179,7 @@ def _main(argv):
     if getattr(args, "hook", False):
         problem = _not_a_hook_invocation(parser, args, argv)
         if problem:
-            print(f"pth-legacy-keys: {problem}", file=sys.stderr)
+            _complain(problem)
             return 2
     if hasattr(signal, "SIGXFSZ"):
         # Past a file-size limit, write() should fail with EFBIG (and the fix be abandoned
@@ -191,7 +196,7 @@ def _main(argv):
             files = collect(paths, changed_since=getattr(args, "changed_since", None),
                             literal=getattr(args, "hook", False))
     except DiscoveryError as exc:
-        print(f"pth-legacy-keys: {exc}", file=sys.stderr)
+        _complain(exc)
         if args.output == "github":
             from .github import discovery_failed
 
@@ -208,7 +213,7 @@ def _main(argv):
             if missing:
                 if args.hook:  # the hook's environment is pre-commit's, not the user's
                     missing += "; as a hook, add `additional_dependencies: [torch, safetensors]`"
-                print(f"pth-legacy-keys: {missing}", file=sys.stderr)
+                _complain(missing)
                 return 2
         options["verify"] = args.verify
         options["root"] = writing_root()
@@ -233,7 +238,7 @@ def _main(argv):
         unwritten += problems
         code = exit_code([report.status for report in reports])
     for problem in filter(None, unwritten):
-        print(f"pth-legacy-keys: {problem}", file=sys.stderr)
+        _complain(problem)
         code = 2
     return code
 

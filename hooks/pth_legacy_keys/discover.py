@@ -3,7 +3,9 @@
 import os
 import re
 
-from .patterns import NEVER_ENTERED, expand, is_pattern
+from .patterns import expand, is_pattern
+from .symlinks import inside_repository
+from .walk import entries
 
 # DOTALL: a name with a newline in it is still a checkpoint name, and must not slip through.
 CHECKPOINT_NAME = re.compile(r"(?is).*\.(pth|pt|ckpt|safetensors)")
@@ -20,7 +22,7 @@ def collect(paths, changed_since=None, literal=False):
     names; a path with a glob character is a pattern (patterns.py: `**` crosses folders,
     hidden names match, links are not entered), for shells and workflow inputs that do not
     expand it, even if a file has that very name (a pull request could add one to hide the
-    others); with `literal` (a hook: git named the files) every path is a name. No paths
+    others); with `literal` (a hook: git named the files) every path is a file's name. No paths
     means the tracked checkpoints of the current git repository and its checked-out
     submodules, or the current folder walked when it is not in one. With `changed_since`,
     only the files changed between that revision and HEAD remain. A path or pattern that
@@ -35,15 +37,15 @@ def collect(paths, changed_since=None, literal=False):
             if "\0" in path:
                 files.append(path)  # no file has this name: it gets its own line saying so
             elif is_pattern(path) and not literal:
-                files.extend(expand(path, _walk) or [path])
-            elif os.path.isdir(path):
+                files.extend(expand(path, _walk, inside_repository) or [path])
+            elif os.path.isdir(path) and not literal:
                 files.extend(_walk(path))
             else:
                 files.append(path)
     if changed_since is not None:
         changed = _git_changed_files(changed_since)
-        files = [path for path in files
-                 if not os.path.lexists(path) or _is_changed(os.path.relpath(path), changed)]
+        files = [path for path in files if not os.path.lexists(path) or _is_changed(os.path.relpath(path), changed)
+                 or (os.path.islink(path) and _is_changed(os.path.relpath(os.path.realpath(path)), changed))]
     return list(dict.fromkeys(files))
 
 
@@ -95,8 +97,10 @@ def _git_changed_files(revision):
     commit = _git_commit(revision)
     try:
         # The verified commit id, never the user's text, reaches the diff: it cannot be an option.
+        # --ignore-submodules=none: a pull request's .gitmodules can say `ignore = all` to hide
+        # that it moved a submodule to other checkpoints.
         diff = _git("diff", "--name-only", "-z", "--no-renames", "--diff-filter=d", "--relative",
-                    f"{commit}...HEAD", "--")
+                    "--ignore-submodules=none", f"{commit}...HEAD", "--")
     except OSError as exc:
         raise DiscoveryError(f"cannot run git to list the files changed since {revision}: {exc}") from None
     if diff.returncode != 0:
@@ -144,10 +148,12 @@ def _nul_separated(output):
 
 
 def _walk(folder):
+    """The checkpoint names in `folder` and below, and the links there to folders outside the
+    repository (walk.py), which the caller reports instead of passing them by."""
     found = []
-    for root, folders, names in os.walk(folder):
-        folders[:] = sorted(f for f in folders if f not in NEVER_ENTERED)
-        found.extend(os.path.join(root, name) for name in sorted(names) if CHECKPOINT_NAME.fullmatch(name))
+    for root, listed in entries(folder, inside_repository):
+        found.extend(os.path.join(root, name) for name, kind in listed
+                     if kind == "linked-out" or (kind == "file" and CHECKPOINT_NAME.fullmatch(name)))
     if folder == ".":
         found = [os.path.relpath(path) for path in found]
     return found

@@ -5,7 +5,7 @@ import struct
 
 from .container import file_identity, read_checkpoint, record_crc, region_crc
 from .patterns import is_pattern
-from .errors import CheckpointError, FixAbandoned
+from .errors import CheckpointError, FixAbandoned, Refused
 from .pickle_edit import replace_strings
 from .regular_file import open_regular, require_regular_file
 from .rename import DIRECTIONS, FAMILIES, LEGACY, plan, shown_name

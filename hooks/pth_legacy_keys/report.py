@@ -14,15 +14,21 @@ def encodable(text):
 
 
 def console_line(text):
-    """`text` as a line of text output: encodable, and never a workflow command. A CI runner reads
-    a line that starts (after blanks) with `::` or `##[` as a command, and a file's name or key
-    can start one; its first character is then spelled as an escape."""
-    text = encodable(text)
+    """`text` as a line of text output: encodable, and never a workflow command. GitHub's runner
+    reads a line that starts (after blanks) with `::` as a command, and `##[` anywhere in a line
+    (its older syntax); a file's name, key or git's own message can hold either. The first `:` of
+    such a line and the `[` of every `##[` are spelled as escapes."""
+    text = no_legacy_commands(encodable(text), "\\x5b")
     stripped = text.lstrip()
-    if stripped.startswith(("::", "##[")):
+    if stripped.startswith("::"):
         at = len(text) - len(stripped)
-        text = f"{text[:at]}\\x{ord(stripped[0]):02x}{stripped[1:]}"
+        text = f"{text[:at]}\\x3a{stripped[1:]}"
     return text
+
+
+def no_legacy_commands(text, bracket):
+    """`text` with the `[` of each `##[` written as `bracket` (an escape in the output's syntax)."""
+    return text.replace("##[", "##" + bracket) if "##[" in text else text
 
 
 def printable(text):
@@ -219,4 +225,6 @@ def _write_document(out, version, **fields):
     # so a float that is not finite raises ValueError here; values from a file reach the document
     # already spelled as strings (inspection.json_value).
     for chunk in json.JSONEncoder(indent=2, ensure_ascii=True, allow_nan=False).iterencode(document):
-        out.write(chunk)
+        # `##[` is only ever inside a string (the encoder writes each string as one chunk), where
+        # \u005b is the same `[` to a JSON reader and no command to a CI log reader.
+        out.write(no_legacy_commands(chunk, "\\u005b"))

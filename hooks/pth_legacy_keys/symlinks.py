@@ -8,23 +8,35 @@ store). Links outside the root (a home folder that is itself a link, a path the 
 the user's own and are followed.
 """
 
+import functools
 import os
 
 from .commands import fix_command
 from .errors import Refused
+from .walk import is_git_folder_name
 
 
 def writing_root():
     """The top folder of the git work tree we run in (where pre-commit and the Action run), or
     the current folder outside a repository."""
-    import subprocess  # only fix needs it: keep a check's start-up short
+    return _root_of(os.getcwd())
+
+
+def inside_repository(real_path):
+    """Whether `real_path` lies in the repository we run in (writing_root), outside its .git."""
+    return _inside_work_tree(real_path, writing_root())
+
+
+@functools.lru_cache(maxsize=8)
+def _root_of(folder):
+    import subprocess  # only fix and linked folders need it: keep a check's start-up short
 
     try:
-        found = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True)
+        found = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, cwd=folder)
     except OSError:
         found = None
     top = os.fsdecode(found.stdout).strip() if found is not None and found.returncode == 0 else ""
-    return os.path.realpath(top or os.getcwd())
+    return os.path.realpath(top or folder)
 
 
 def require_no_link_out(path, root, to):
@@ -84,5 +96,6 @@ def _inside(path, root):
 
 
 def _inside_work_tree(path, root):
-    """Inside `root`, and not in a `.git` below it (a repository's or a submodule's database)."""
-    return _inside(path, root) and ".git" not in os.path.relpath(path, root).split(os.sep)
+    """Inside `root`, and not in a `.git` below it (a repository's or a submodule's database),
+    however the file system may spell `.git` (walk.is_git_folder_name)."""
+    return _inside(path, root) and not any(map(is_git_folder_name, os.path.relpath(path, root).split(os.sep)))

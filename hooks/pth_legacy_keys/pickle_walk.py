@@ -143,24 +143,6 @@ class WalkResult:
         self.protocol = protocol  # from its PROTO opcode; None without one
 
 
-OPCODE_NAMES = {
-    0x28: "MARK", 0x2E: "STOP", 0x30: "POP", 0x31: "POP_MARK", 0x32: "DUP", 0x46: "FLOAT",
-    0x49: "INT", 0x4A: "BININT", 0x4B: "BININT1", 0x4C: "LONG", 0x4D: "BININT2",
-    0x4E: "NONE", 0x50: "PERSID", 0x51: "BINPERSID", 0x52: "REDUCE", 0x53: "STRING",
-    0x54: "BINSTRING", 0x55: "SHORT_BINSTRING", 0x56: "UNICODE", 0x58: "BINUNICODE",
-    0x61: "APPEND", 0x62: "BUILD", 0x63: "GLOBAL", 0x64: "DICT", 0x7D: "EMPTY_DICT",
-    0x65: "APPENDS", 0x67: "GET", 0x68: "BINGET", 0x69: "INST", 0x6A: "LONG_BINGET",
-    0x6C: "LIST", 0x5D: "EMPTY_LIST", 0x6F: "OBJ", 0x70: "PUT", 0x71: "BINPUT",
-    0x72: "LONG_BINPUT", 0x73: "SETITEM", 0x74: "TUPLE", 0x29: "EMPTY_TUPLE",
-    0x75: "SETITEMS", 0x47: "BINFLOAT", 0x80: "PROTO", 0x81: "NEWOBJ", 0x82: "EXT1",
-    0x83: "EXT2", 0x84: "EXT4", 0x85: "TUPLE1", 0x86: "TUPLE2", 0x87: "TUPLE3",
-    0x88: "NEWTRUE", 0x89: "NEWFALSE", 0x8A: "LONG1", 0x8B: "LONG4",
-    0x42: "BINBYTES", 0x43: "SHORT_BINBYTES", 0x8C: "SHORT_BINUNICODE",
-    0x8D: "BINUNICODE8", 0x8E: "BINBYTES8", 0x8F: "EMPTY_SET", 0x90: "ADDITEMS",
-    0x91: "FROZENSET", 0x92: "NEWOBJ_EX", 0x93: "STACK_GLOBAL", 0x94: "MEMOIZE",
-    0x95: "FRAME", 0x96: "BYTEARRAY8", 0x97: "NEXT_BUFFER", 0x98: "READONLY_BUFFER",
-}
-
 _unpack_i32 = struct.Struct("<i").unpack_from
 _unpack_u32 = struct.Struct("<I").unpack_from
 _unpack_u16 = struct.Struct("<H").unpack_from
@@ -171,6 +153,30 @@ class Truncated(CheckpointError):
     """The pickle ended before STOP (the caller may have more bytes to offer)."""
 
 
+class _Walk:
+    """What the opcode handlers share besides the bytes and the stack."""
+
+    __slots__ = ("checked", "fence", "imported", "marks", "memo", "persistent_id", "start", "storages")
+
+    def __init__(self, start, persistent_id):
+        self.start = start
+        self.persistent_id = persistent_id
+        self.memo = {}
+        self.marks = []
+        self.fence = 0  # like CPython's unpickler: no opcode may take items from below the last MARK
+        self.checked = {}  # id -> an argument already validated (kept alive so its id stays its own)
+        self.storages = []
+        self.imported = {}  # dotted name -> None: the globals in first-use order
+
+
+class _Stop(Exception):
+    """Raised by STOP to end the walk, as CPython's own unpickler does."""
+
+    def __init__(self, result):
+        super().__init__()
+        self.result = result
+
+
 def walk(data, start=0, persistent_id=None):
     """Walk one pickle in `data` from `start`; return its inert tree and end offset.
 
@@ -179,201 +185,68 @@ def walk(data, start=0, persistent_id=None):
     """
     if len(data) - start > MAX_PICKLE_BYTES:
         raise Refused(f"the pickle is larger than {MAX_PICKLE_BYTES >> 20} MiB")
+    state = _Walk(start, persistent_id)
     stack = []
-    push = stack.append
-    pop = stack.pop
-    unpack_u32, memo_get, text = _unpack_u32, _memo_get, Text  # locals: this loop is the hot path
-    marks = []
-    fence = 0  # like CPython's unpickler: no opcode may take items from below the last MARK
-    memo = {}
-    checked = {}  # id -> an argument already validated (kept alive so its id stays its own)
-    storages = []
-    imported = {}  # dotted name -> None: the globals in first-use order
+    dispatch = _DISPATCH  # a local: these loops are the hot path
     pos = start
-    end = len(data)
     # Every opcode takes at least one byte, so the size cap also caps the opcode count.
-    # The branches are ordered by how often torch.save emits each opcode.
+    # Each handler gets the offset just past its opcode and returns the next opcode's.
+    # No opcode adds more than one item to the stack, so it cannot outgrow MAX_STACK in the
+    # first MAX_STACK bytes: only the opcodes after them need that check (a smaller pickle has none).
     try:
+        unchecked_until = start + MAX_STACK
+        while pos < unchecked_until:
+            pos = dispatch[data[pos]](data, pos + 1, stack, state)
         while True:
-            op = data[pos]
-            pos += 1
-            if op == 0x72:  # LONG_BINPUT
-                if len(stack) <= fence or len(memo) >= MAX_MEMO:
-                    _underflow_or_memo_cap(stack, fence)
-                memo[unpack_u32(data, pos)[0]] = stack[-1]
-                pos += 4
-            elif op == 0x4B:  # BININT1
-                push(data[pos])
-                pos += 1
-            elif op == 0x68:  # BINGET
-                push(memo_get(memo, data[pos]))
-                pos += 1
-            elif op == 0x58:  # BINUNICODE
-                n = unpack_u32(data, pos)[0]
-                pos += 4
-                if pos + n > end:
-                    raise Truncated("the pickle ends inside a string")
-                try:
-                    value = data[pos:pos + n].decode("utf-8", "surrogatepass")
-                except UnicodeDecodeError:
-                    raise CheckpointError("the pickle holds a string that is not UTF-8") from None
-                push(text(value, pos - 5, n))
-                pos += n
-            elif op == 0x28:  # MARK
-                if len(marks) >= MAX_MARKS:
-                    raise Refused(f"the pickle nests more than {MAX_MARKS:,} MARKs")
-                fence = len(stack)
-                marks.append(fence)
-            elif op == 0x74:  # TUPLE
-                items, fence = _pop_mark(stack, marks)
-                push(tuple(items))
-            elif op == 0x52:  # REDUCE
-                if len(stack) - 2 < fence:
-                    raise _underflow()
-                args = pop()
-                stack[-1] = _reduce(stack[-1], args, checked)
-            elif op == 0x87 or op == 0x86:  # TUPLE3, TUPLE2
-                size = op - 0x84
-                if len(stack) - size < fence:
-                    raise _underflow()
-                items = tuple(stack[-size:])
-                del stack[-size:]
-                push(items)
-            elif op == 0x4D:  # BININT2
-                push(_unpack_u16(data, pos)[0])
-                pos += 2
-            elif op == 0x51:  # BINPERSID
-                if len(stack) <= fence:
-                    raise _underflow()
-                if persistent_id is None:
-                    raise Refused("the pickle has a persistent id where none is expected")
-                storage = persistent_id(stack[-1])
-                storages.append(storage)
-                stack[-1] = storage
-            elif op == 0x89:  # NEWFALSE
-                push(False)
-            elif op == 0x29:  # EMPTY_TUPLE
-                push(())
-            elif op == 0x85:  # TUPLE1
-                if len(stack) <= fence:
-                    raise _underflow()
-                stack[-1] = (stack[-1],)
-            elif op == 0x71:  # BINPUT
-                if len(stack) <= fence or len(memo) >= MAX_MEMO:
-                    _underflow_or_memo_cap(stack, fence)
-                memo[data[pos]] = stack[-1]
-                pos += 1
-            elif op == 0x4A:  # BININT
-                push(_unpack_i32(data, pos)[0])
-                pos += 4
-            elif op == 0x6A:  # LONG_BINGET
-                push(memo_get(memo, unpack_u32(data, pos)[0]))
-                pos += 4
-            elif op == 0x88:  # NEWTRUE
-                push(True)
-            elif op == 0x4E:  # NONE
-                push(None)
-            elif op == 0x7D:  # EMPTY_DICT
-                push(Dict())
-            elif op == 0x5D:  # EMPTY_LIST
-                push([])
-            elif op == 0x75:  # SETITEMS
-                items, fence = _pop_mark(stack, marks)
-                if len(items) % 2:
-                    raise CheckpointError("the pickle has an odd number of items for SETITEMS")
-                _target(stack, Dict, "SETITEMS", fence).items.extend(zip(items[::2], items[1::2]))
-            elif op == 0x73:  # SETITEM
-                if len(stack) - 3 < fence:
-                    raise _underflow()
-                value = pop()
-                key = pop()
-                _target(stack, Dict, "SETITEM", fence).items.append((key, value))
-            elif op == 0x65:  # APPENDS
-                items, fence = _pop_mark(stack, marks)
-                _target(stack, list, "APPENDS", fence).extend(items)
-            elif op == 0x61:  # APPEND
-                if len(stack) - 2 < fence:
-                    raise _underflow()
-                value = pop()
-                _target(stack, list, "APPEND", fence).append(value)
-            elif op == 0x63:  # GLOBAL
-                value, pos = _global(data, pos)
-                imported[value.dotted] = None
-                push(value)
-            elif op == 0x62:  # BUILD
-                if len(stack) - 2 < fence:
-                    raise _underflow()
-                state = pop()
-                _build(stack[-1], state)
-            elif op == 0x47:  # BINFLOAT
-                if pos + 8 > end:
-                    raise Truncated("the pickle ends inside a float")
-                push(_unpack_f64(data, pos)[0])
-                pos += 8
-            elif op == 0x8A:  # LONG1
-                n = data[pos]
-                push(_long(data, pos + 1, n, end))
-                pos += 1 + n
-            elif op == 0x8B:  # LONG4
-                n = unpack_u32(data, pos)[0]
-                push(_long(data, pos + 4, n, end))
-                pos += 4 + n
-            elif op == 0x80:  # PROTO
-                if pos != start + 1:
-                    raise Refused("the pickle has a PROTO opcode in its middle")
-                if data[pos] != 2:
-                    raise Refused(f"the pickle uses protocol {data[pos]}; torch.save writes protocol 2")
-                pos += 1
-            elif op == 0x2E:  # STOP
-                if len(stack) != 1 or marks:
-                    raise CheckpointError("the pickle stops with a malformed stack")
-                root = stack[0]
-                _check_depth(root)
-                protocol = data[start + 1] if data[start] == 0x80 else None
-                return WalkResult(root, pos, storages, list(imported), protocol)
-            else:
-                name = OPCODE_NAMES.get(op, f"0x{op:02x}")
-                raise Refused(f"the pickle uses opcode {name}, which a plain checkpoint never does")
+            pos = dispatch[data[pos]](data, pos + 1, stack, state)
             if len(stack) > MAX_STACK:
                 raise Refused(f"the pickle's stack grows beyond {MAX_STACK:,} items")
+    except _Stop as stop:
+        return stop.result
     except struct.error:
         raise Truncated("the pickle ends before its STOP opcode") from None
-    except IndexError:
-        if pos >= end:
+    except IndexError:  # `pos` is still the failing opcode's offset: a handler returns only when done
+        if pos + 1 >= len(data):
             raise Truncated("the pickle ends before its STOP opcode") from None
-        raise CheckpointError(f"the pickle is malformed near byte {pos - start - 1}") from None
+        raise CheckpointError(f"the pickle is malformed near byte {pos - start}") from None
 
 
-def _memo_get(memo, index):
-    try:
-        return memo[index]
-    except KeyError:
-        raise CheckpointError(f"the pickle fetches memo entry {index}, which was never stored") from None
+# -- the stack and the memo ---------------------------------------------------------------
 
 
-def _pop_mark(stack, marks):
-    """Pop the items above the last MARK; return them and the new fence."""
+def _fence(stack, state, count):
+    """Refuse an opcode that takes `count` items from below the last MARK or an empty stack."""
+    if len(stack) - count < state.fence:
+        raise CheckpointError("the pickle takes more items from its stack than it put there")
+
+
+def _pop_mark(stack, state):
+    """Pop the items above the last MARK; return them (the fence drops to the MARK before)."""
+    marks = state.marks
     if not marks:
         raise CheckpointError("the pickle pops a MARK it never set")
     at = marks.pop()
     items = stack[at:]
     del stack[at:]
-    return items, (marks[-1] if marks else 0)
+    state.fence = marks[-1] if marks else 0
+    return items
 
 
-def _underflow():
-    return CheckpointError("the pickle takes more items from its stack than it put there")
+def _put(stack, state):
+    """The value a PUT stores: the top of the stack, while the memo has room."""
+    # torch.save puts almost every value in the memo: on that path, test before calling _fence.
+    if len(stack) <= state.fence or len(state.memo) >= MAX_MEMO:
+        _fence(stack, state, 1)
+        raise Refused(f"the pickle's memo grows beyond {MAX_MEMO:,} entries")
+    return stack[-1]
 
 
-def _underflow_or_memo_cap(stack, fence):
-    if len(stack) <= fence:
-        raise _underflow()
-    raise Refused(f"the pickle's memo grows beyond {MAX_MEMO:,} entries")
+def _never_stored(index):
+    return CheckpointError(f"the pickle fetches memo entry {index}, which was never stored")
 
 
-def _target(stack, kind, opcode, fence):
-    if len(stack) <= fence:
-        raise _underflow()
+def _target(stack, kind, opcode):
+    """The container on top of the stack (its caller has checked the fence)."""
     target = stack[-1]
     if type(target) is not kind:
         raise Refused(f"the pickle applies {opcode} to something that is not a {kind.__name__.lower()}")
@@ -382,15 +255,198 @@ def _target(stack, kind, opcode, fence):
     return target
 
 
-def _long(data, pos, n, end):
+# -- opcode handlers: (data, offset past the opcode, stack, state) -> offset of the next opcode --
+
+
+def _mark(data, pos, stack, state):
+    marks = state.marks
+    if len(marks) >= MAX_MARKS:
+        raise Refused(f"the pickle nests more than {MAX_MARKS:,} MARKs")
+    state.fence = fence = len(stack)
+    marks.append(fence)
+    return pos
+
+
+def _binput(data, pos, stack, state):
+    state.memo[data[pos]] = _put(stack, state)
+    return pos + 1
+
+
+def _long_binput(data, pos, stack, state):
+    state.memo[_unpack_u32(data, pos)[0]] = _put(stack, state)
+    return pos + 4
+
+
+def _binget(data, pos, stack, state):
+    index = data[pos]
+    try:
+        stack.append(state.memo[index])
+    except KeyError:
+        raise _never_stored(index) from None
+    return pos + 1
+
+
+def _long_binget(data, pos, stack, state):
+    index = _unpack_u32(data, pos)[0]
+    try:
+        stack.append(state.memo[index])
+    except KeyError:
+        raise _never_stored(index) from None
+    return pos + 4
+
+
+def _binint1(data, pos, stack, state):
+    stack.append(data[pos])
+    return pos + 1
+
+
+def _binint2(data, pos, stack, state):
+    stack.append(_unpack_u16(data, pos)[0])
+    return pos + 2
+
+
+def _binint(data, pos, stack, state):
+    stack.append(_unpack_i32(data, pos)[0])
+    return pos + 4
+
+
+def _long1(data, pos, stack, state):
+    n = data[pos]
+    stack.append(_long(data, pos + 1, n))
+    return pos + 1 + n
+
+
+def _long4(data, pos, stack, state):
+    n = _unpack_u32(data, pos)[0]
+    stack.append(_long(data, pos + 4, n))
+    return pos + 4 + n
+
+
+def _long(data, pos, n):
     if n > MAX_INT_BYTES:
         raise Refused(f"the pickle holds an integer of {n:,} bytes")
-    if pos + n > end:
+    if pos + n > len(data):
         raise Truncated("the pickle ends inside an integer")
     return int.from_bytes(data[pos:pos + n], "little", signed=True)
 
 
-def _global(data, pos):
+def _binfloat(data, pos, stack, state):
+    if pos + 8 > len(data):
+        raise Truncated("the pickle ends inside a float")
+    stack.append(_unpack_f64(data, pos)[0])
+    return pos + 8
+
+
+def _binunicode(data, pos, stack, state):
+    n = _unpack_u32(data, pos)[0]
+    pos += 4
+    if pos + n > len(data):
+        raise Truncated("the pickle ends inside a string")
+    try:
+        value = data[pos:pos + n].decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        raise CheckpointError("the pickle holds a string that is not UTF-8") from None
+    stack.append(Text(value, pos - 5, n))
+    return pos + n
+
+
+def _pushes(value):
+    """The handler of an opcode that pushes one immutable constant."""
+    def push(data, pos, stack, state):
+        stack.append(value)
+        return pos
+    return push
+
+
+def _empty_dict(data, pos, stack, state):
+    stack.append(Dict())
+    return pos
+
+
+def _empty_list(data, pos, stack, state):
+    stack.append([])
+    return pos
+
+
+def _tuple(data, pos, stack, state):
+    stack.append(tuple(_pop_mark(stack, state)))
+    return pos
+
+
+def _tuple_of(size):
+    """The handler of TUPLE1, TUPLE2 or TUPLE3: the top `size` items become one tuple."""
+    def tuple_of(data, pos, stack, state):
+        _fence(stack, state, size)
+        items = tuple(stack[-size:])
+        del stack[-size:]
+        stack.append(items)
+        return pos
+    return tuple_of
+
+
+def _setitem(data, pos, stack, state):
+    _fence(stack, state, 3)
+    value = stack.pop()
+    key = stack.pop()
+    _target(stack, Dict, "SETITEM").items.append((key, value))
+    return pos
+
+
+def _setitems(data, pos, stack, state):
+    items = _pop_mark(stack, state)
+    if len(items) % 2:
+        raise CheckpointError("the pickle has an odd number of items for SETITEMS")
+    _fence(stack, state, 1)
+    _target(stack, Dict, "SETITEMS").items.extend(zip(items[::2], items[1::2]))
+    return pos
+
+
+def _append(data, pos, stack, state):
+    _fence(stack, state, 2)
+    value = stack.pop()
+    _target(stack, list, "APPEND").append(value)
+    return pos
+
+
+def _appends(data, pos, stack, state):
+    items = _pop_mark(stack, state)
+    _fence(stack, state, 1)
+    _target(stack, list, "APPENDS").extend(items)
+    return pos
+
+
+def _binpersid(data, pos, stack, state):
+    _fence(stack, state, 1)
+    if state.persistent_id is None:
+        raise Refused("the pickle has a persistent id where none is expected")
+    storage = state.persistent_id(stack[-1])
+    state.storages.append(storage)
+    stack[-1] = storage
+    return pos
+
+
+def _reduce(data, pos, stack, state):
+    _fence(stack, state, 2)
+    args = stack.pop()
+    stack[-1] = _call(stack[-1], args, state.checked)
+    return pos
+
+
+def _build(data, pos, stack, state):
+    """torch.save's one BUILD: a state dict's {"_metadata": OrderedDict}, set once."""
+    _fence(stack, state, 2)
+    attributes = stack.pop()
+    target = stack[-1]
+    if (type(target) is Dict and target.ordered and target.metadata is None and not target.frozen
+            and type(attributes) is Dict and len(attributes.items) == 1):
+        [(key, value)] = attributes.items
+        if type(key) is Text and key.value == "_metadata" and type(value) is Dict:
+            target.metadata = value
+            return pos
+    raise Refused("the pickle sets object state (BUILD) in a way a plain checkpoint never does")
+
+
+def _global(data, pos, stack, state):
     module_end = data.find(b"\n", pos, pos + 256)
     name_end = data.find(b"\n", module_end + 1, module_end + 257)
     if module_end < 0 or name_end < 0:
@@ -407,17 +463,88 @@ def _global(data, pos):
         raise Refused(f"the pickle imports '{module}.{name}', which a plain checkpoint never does"
                       + (TENSOR_STATE_HINT if (module, name) in TENSOR_STATE_GLOBALS
                          else HINTS.get(module.split(".", 1)[0], "")))
-    return Global(module, name, role), name_end + 1
+    value = Global(module, name, role)
+    state.imported[value.dotted] = None
+    stack.append(value)
+    return name_end + 1
+
+
+def _proto(data, pos, stack, state):
+    if pos != state.start + 1:
+        raise Refused("the pickle has a PROTO opcode in its middle")
+    if data[pos] != 2:
+        raise Refused(f"the pickle uses protocol {data[pos]}; torch.save writes protocol 2")
+    return pos + 1
+
+
+def _stop(data, pos, stack, state):
+    if len(stack) != 1 or state.marks:
+        raise CheckpointError("the pickle stops with a malformed stack")
+    root = stack[0]
+    _check_depth(root)
+    start = state.start
+    protocol = data[start + 1] if data[start] == 0x80 else None  # 0x80: PROTO
+    raise _Stop(WalkResult(root, pos, state.storages, list(state.imported), protocol))
+
+
+def _refuse(data, pos, stack, state):
+    import pickletools  # only here: a refusal may spend what importing it costs
+
+    op = data[pos - 1]
+    info = pickletools.code2op.get(chr(op))
+    name = info.name if info else f"0x{op:02x}"
+    raise Refused(f"the pickle uses opcode {name}, which a plain checkpoint never does")
+
+
+# What torch.save writes for a plain checkpoint (protocol 2); every other byte is refused.
+_HANDLERS = {  # opcode byte (pickle's constant): handler
+    b'\x80': _proto,  # PROTO
+    b'.': _stop,  # STOP
+    b'(': _mark,  # MARK
+    b'q': _binput,  # BINPUT
+    b'r': _long_binput,  # LONG_BINPUT
+    b'h': _binget,  # BINGET
+    b'j': _long_binget,  # LONG_BINGET
+    b'K': _binint1,  # BININT1
+    b'M': _binint2,  # BININT2
+    b'J': _binint,  # BININT
+    b'\x8a': _long1,  # LONG1
+    b'\x8b': _long4,  # LONG4
+    b'G': _binfloat,  # BINFLOAT
+    b'X': _binunicode,  # BINUNICODE
+    b'N': _pushes(None),  # NONE
+    b'\x88': _pushes(True),  # NEWTRUE
+    b'\x89': _pushes(False),  # NEWFALSE
+    b')': _pushes(()),  # EMPTY_TUPLE
+    b't': _tuple,  # TUPLE
+    b'\x85': _tuple_of(1),  # TUPLE1
+    b'\x86': _tuple_of(2),  # TUPLE2
+    b'\x87': _tuple_of(3),  # TUPLE3
+    b']': _empty_list,  # EMPTY_LIST
+    b'a': _append,  # APPEND
+    b'e': _appends,  # APPENDS
+    b'}': _empty_dict,  # EMPTY_DICT
+    b's': _setitem,  # SETITEM
+    b'u': _setitems,  # SETITEMS
+    b'c': _global,  # GLOBAL
+    b'R': _reduce,  # REDUCE
+    b'b': _build,  # BUILD
+    b'Q': _binpersid,  # BINPERSID
+}
+_DISPATCH = [_refuse] * 256  # indexed by opcode byte
+for _opcode, _handler in _HANDLERS.items():
+    _DISPATCH[_opcode[0]] = _handler
+del _opcode, _handler
 
 
 def _role(value):
     return value.role if type(value) is Global else None
 
 
-def _reduce(callable_, args, checked):
-    role = _role(callable_)
-    if role is None:
+def _call(callable_, args, checked):
+    if type(callable_) is not Global:
         raise Refused("the pickle calls something that is not an allowed global")
+    role = callable_.role
     if type(args) is not tuple:
         raise Refused(f"the pickle calls '{callable_.dotted}' with arguments that are not a tuple")
     if role is TENSOR_V2 or role is TENSOR_V3:
@@ -487,15 +614,8 @@ def _is_ints(value, checked):
     return True
 
 
-def _build(target, state):
-    """torch.save's one BUILD: a state dict's {"_metadata": OrderedDict}, set once."""
-    if (type(target) is Dict and target.ordered and target.metadata is None and not target.frozen
-            and type(state) is Dict and len(state.items) == 1):
-        [(key, value)] = state.items
-        if type(key) is Text and key.value == "_metadata" and type(value) is Dict:
-            target.metadata = value
-            return
-    raise Refused("the pickle sets object state (BUILD) in a way a plain checkpoint never does")
+# What _check_depth looks at below the root: containers, and globals (nothing else can fail it).
+_CHECKED_DEEPER = frozenset((Dict, list, tuple, Global))
 
 
 def _check_depth(root):
@@ -508,20 +628,20 @@ def _check_depth(root):
         kind = type(node)
         if kind is Global:
             raise Refused(f"the pickle holds '{node.dotted}' itself as a value, which a plain checkpoint never does")
-        if kind is Dict:
-            children = [x for pair in node.items for x in pair]
-            if node.metadata is not None:
-                children.append(node.metadata)
-        elif kind is list or kind is tuple:
-            children = node
-        else:
+        if kind is not Dict and kind is not list and kind is not tuple:
             continue
         if depth >= MAX_DEPTH:
             raise Refused(f"the pickle nests containers deeper than {MAX_DEPTH} levels")
         if id(node) in seen:
             continue
         seen.add(id(node))
-        todo.extend((child, depth + 1) for child in children)
+        depth += 1
+        if kind is Dict:
+            todo.extend([(x, depth) for pair in node.items for x in pair if type(x) in _CHECKED_DEEPER])
+            if node.metadata is not None:
+                todo.append((node.metadata, depth))
+        else:
+            todo.extend([(child, depth) for child in node if type(child) in _CHECKED_DEEPER])
 
 
 def storage_type_dtype(storage_type):

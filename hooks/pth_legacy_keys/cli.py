@@ -173,8 +173,9 @@ def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     for name, value in vars(args).items():
-        if isinstance(value, list) and name != "paths":
-            # Python 3.9-3.12's argparse turns `--report=--` into an empty list, not the text "--".
+        if name != "paths" and (isinstance(value, list) or value == "--"):
+            # Python 3.9-3.12's argparse turns `--report=--` into an empty list, 3.13's into "--":
+            # one meaning on every Python, and never a file named `--`.
             parser.error(f"argument --{name.replace('_', '-')}: expected a value, not --")
     if getattr(args, "hook", False):
         problem = _not_a_hook_invocation(parser, args, argv)

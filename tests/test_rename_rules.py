@@ -437,3 +437,52 @@ def test_a_key_in_param_names_is_not_a_use_elsewhere():
     assert result.problems == []
     assert [r.new for r in result.param_names] == [P + "original1", P + "original0"]
     assert len(result.new_text) == 2  # the shared Texts, each once
+
+
+# -- work grows with the state dict, not with its square --------------------------------------------
+
+
+class CountedName(str):
+    """A key whose comparisons run Python code, so that a profiler counts them: list.count or a
+    scan of every key per key shows up as a square number of calls, where a dict or set lookup
+    costs one hash and, at most, one comparison."""
+
+    def __eq__(self, other):
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def calls_to_plan(entries, to):
+    """How many Python and C function calls `plan` makes for one state dict of `entries`: a count
+    of work that does not depend on the machine or its load."""
+    import sys
+
+    tree = dict_of([("model", dict_of([(Text(CountedName(key), 0, len(key)), value) for key, value in entries]))])
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        plan(tree, to, FAMILIES)
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+@pytest.mark.parametrize("to, make_entries", [
+    # a repeated key, last: found with keys.count(k) for each key, this was quadratic (fuzz finding 4)
+    (LEGACY, lambda n: [(f"k{i}", (2,)) for i in range(n)] + [(f"k{n - 1}", (2,))]),
+    # legacy pairs to parametrize: each pair once checked every key of the dict (fuzz finding 5)
+    (PARAMETRIZED, lambda n: [(f"m{i}.weight_{leaf}", (2, 1, 1) if leaf == "g" else (2, 3, 3))
+                              for i in range(n // 2) for leaf in "gv"]),
+    (LEGACY, lambda n: [(f"m{i}.parametrizations.weight.original{k}", (2, 1, 1) if k == 0 else (2, 3, 3))
+                        for i in range(n // 2) for k in (0, 1)]),
+])
+def test_planning_work_grows_linearly_with_the_keys(to, make_entries):
+    small, large = calls_to_plan(make_entries(500), to), calls_to_plan(make_entries(2000), to)
+    assert large < 4.5 * small, (small, large)  # four times the keys: four times the calls, not sixteen

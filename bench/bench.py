@@ -16,6 +16,11 @@ commands of every comparison for --rounds rounds and comparing medians:
   check 550 vs 55 MB    ours vs ours               550/55      <= 1.5
   fix 55 MB             ours vs torch way          torch/ours  >= 8
   fix 55 MB             ours vs python file copy   ours/copy   <= 1.5
+  fix 55 MB, 550 MB     ours vs durable copy       ours/copy   <= 1.5
+                        (copyfile to a temporary name, fsync, rename), twice:
+                        renamed over a copy of the input, as fix renames
+                        over the file it rewrites (the old file's blocks are
+                        freed in the timed run), and renamed to a new name
   peak RSS of our fix   55 MB and 550 MB           < 64 MiB each
   installed package size (without __pycache__)     < 1 MB
 
@@ -62,11 +67,11 @@ for path in paths:
 sys.exit(1 if mode == "check" and found else 0)
 '''
 COPY_SOURCE = "import shutil, sys; shutil.copyfile(sys.argv[1], sys.argv[2])"
-# Our fix fsyncs before it replaces the file (a crash must not leave a half-written model);
-# this copy does the same, to show what that durability costs on the machine at hand.
+# Our fix writes a temporary file, fsyncs it and renames it over the original (a crash must not
+# leave a half-written model); this copy does the same, the least any durable rewrite costs.
 DURABLE_COPY_SOURCE = (
-    "import os, shutil, sys; shutil.copyfile(sys.argv[1], sys.argv[2]); "
-    "fd = os.open(sys.argv[2], os.O_RDONLY); os.fsync(fd)"
+    "import os, shutil, sys; tmp = sys.argv[2] + '.tmp'; shutil.copyfile(sys.argv[1], tmp); "
+    "fd = os.open(tmp, os.O_RDONLY); os.fsync(fd); os.close(fd); os.replace(tmp, sys.argv[2])"
 )
 
 
@@ -261,6 +266,15 @@ def compare(name, numerator, denominator, op, target, rounds):
     verdict(name, a / b if detail else None, op, target, "x", detail)
 
 
+def compare_check(torch_way, ours, small, large, many, rounds):
+    compare("check 55 MB", torch_way("torch way", "check", small),
+            ours("ours", "check", small, expect_exit=1), ">=", 15, rounds)
+    compare("check 20 x 55 MB", torch_way("torch way", "check", *many),
+            ours("ours", "check", *many, expect_exit=1), ">=", 10, rounds)
+    compare("check 550 MB vs 55 MB", ours("ours 550 MB", "check", large, expect_exit=1),
+            ours("ours 55 MB", "check", small, expect_exit=1), "<=", 1.5, rounds)
+
+
 def resolve_cli(cli):
     """argv for our tool: look next to sys.executable (same venv) first, then PATH."""
     argv = shlex.split(cli)
@@ -310,13 +324,68 @@ def prepare_inputs(workdir):
     return small, large, many
 
 
-def main():
+def parse_arguments():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pth-legacy-keys-bench")
     parser.add_argument("--cli", default="pth-legacy-keys")
+    parser.add_argument("--fix-only", action="store_true",
+                        help="only fix's comparisons with file copies, its peak RSS and its output")
     parser.add_argument("--internal", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def compare_fix(ours, torch_way, small, large, scratch, rounds, with_torch):
+    """fix against the torch way and against file copies; returns {input: [its fix commands]}."""
+    # fix rewrites in place: every run gets a fresh copy of the parametrized input.
+    fixed = {small: scratch / "fix_ours.pth", large: scratch / "fix_ours_large.pth"}
+    torch_fixed, copied = scratch / "fix_torch.pth", scratch / "copy.pth"
+    fixes = {small: [], large: []}
+
+    def fix(source):
+        fixes[source].append(ours("ours fix", "fix", fixed[source], prepare=fresh_copy(source, fixed[source])))
+        return fixes[source][-1]
+
+    if with_torch:
+        compare("fix 55 MB", torch_way("torch way", "fix", torch_fixed, prepare=fresh_copy(small, torch_fixed)),
+                fix(small), ">=", 8, rounds)
+    compare("fix 55 MB vs file copy", fix(small),
+            Command("python copy", [sys.executable, "-c", COPY_SOURCE, str(small), str(copied)],
+                    prepare=lambda: copied.unlink(missing_ok=True)), "<=", 1.5, rounds)
+
+    def durable_copy(source, over_a_copy):
+        argv = [sys.executable, "-c", DURABLE_COPY_SOURCE, str(source), str(copied)]
+        if over_a_copy:
+            return Command("durable copy", argv, prepare=fresh_copy(source, copied))
+        return Command("durable copy", argv, prepare=lambda: copied.unlink(missing_ok=True))
+
+    for size, source in (("55 MB", small), ("550 MB", large)):
+        for over_a_copy, how in ((True, "over the file"), (False, "to a new name")):
+            compare(f"fix {size} vs durable copy {how}", fix(source), durable_copy(source, over_a_copy),
+                    "<=", 1.5, rounds)
+    copied.unlink(missing_ok=True)
+    for source, size in ((small, "55 MB"), (large, "550 MB")):
+        rss = [cmd.peak_rss_mib() for cmd in fixes[source]]
+        verdict(f"peak RSS of our fix, {size}", None if None in rss else max(rss), "<", 64, " MiB")
+    return {source: (fixed[source], commands) for source, commands in fixes.items()}
+
+
+def check_fix_outputs(ours_argv, fixes):
+    """A fast fix that writes the wrong thing is worthless: check the last outputs."""
+    print("[our fix output: same tensors and metadata under legacy names; check exits 0]")
+    correct = not any(cmd.error for _, commands in fixes.values() for cmd in commands)
+    for original, (fixed, _) in fixes.items():
+        if correct:
+            same = run_torch_helper("verify", original, fixed)
+            recheck = subprocess.run(ours_argv + ["check", str(fixed)], capture_output=True).returncode
+            print(f"  {fixed.name}: torch comparison exit {same}, ours check exit {recheck}")
+            correct = same == 0 and recheck == 0
+    RESULTS.append((correct, f"{'PASS' if correct else 'FAIL'}  fix output correct"))
+    print(RESULTS[-1][1] + "\n")
+
+
+def main():
+    args = parse_arguments()
     if args.internal:  # torch-side helpers, see run_torch_helper
         action, *rest = args.internal
         return generate_checkpoint(*rest) if action == "generate" else verify_fix(*rest)
@@ -341,51 +410,10 @@ def main():
         argv = [sys.executable, str(torch_way_script), mode, *map(str, paths)]
         return Command(label, argv, 1 if mode == "check" else 0, prepare)
 
-    rounds = args.rounds
-    compare("check 55 MB", torch_way("torch way", "check", small),
-            ours("ours", "check", small, expect_exit=1), ">=", 15, rounds)
-    compare("check 20 x 55 MB", torch_way("torch way", "check", *many),
-            ours("ours", "check", *many, expect_exit=1), ">=", 10, rounds)
-    compare("check 550 MB vs 55 MB", ours("ours 550 MB", "check", large, expect_exit=1),
-            ours("ours 55 MB", "check", small, expect_exit=1), "<=", 1.5, rounds)
-
-    # fix rewrites in place: every run gets a fresh copy of the parametrized input.
-    ours_fixed, torch_fixed, copied = scratch / "fix_ours.pth", scratch / "fix_torch.pth", scratch / "copy.pth"
-    fix_vs_torch = ours("ours", "fix", ours_fixed, prepare=fresh_copy(small, ours_fixed))
-    compare("fix 55 MB", torch_way("torch way", "fix", torch_fixed, prepare=fresh_copy(small, torch_fixed)),
-            fix_vs_torch, ">=", 8, rounds)
-    fix_vs_copy = ours("ours fix", "fix", ours_fixed, prepare=fresh_copy(small, ours_fixed))
-    compare("fix 55 MB vs file copy", fix_vs_copy,
-            Command("python copy", [sys.executable, "-c", COPY_SOURCE, str(small), str(copied)],
-                    prepare=lambda: copied.unlink(missing_ok=True)), "<=", 1.5, rounds)
-
-    print("[for information: fix 55 MB vs a copy that also fsyncs, as our fix does]")
-    durable = Command("python copy + fsync", [sys.executable, "-c", DURABLE_COPY_SOURCE, str(small), str(copied)],
-                      prepare=lambda: copied.unlink(missing_ok=True))
-    fix_vs_durable = ours("ours fix", "fix", ours_fixed, prepare=fresh_copy(small, ours_fixed))
-    run_alternating([fix_vs_durable, durable], rounds)
-    if fix_vs_durable.median_seconds() and durable.median_seconds():
-        print(f"INFO  fix / durable copy = {fix_vs_durable.median_seconds() / durable.median_seconds():.2f}x\n")
-
-    print("[fix 550 MB]")
-    large_fixed = scratch / "fix_ours_large.pth"
-    fix_large = ours("ours", "fix", large_fixed, prepare=fresh_copy(large, large_fixed))
-    run_alternating([fix_large], rounds)
-    rss_small = [fix_vs_torch.peak_rss_mib(), fix_vs_copy.peak_rss_mib()]
-    verdict("peak RSS of our fix, 55 MB", None if None in rss_small else max(rss_small), "<", 64, " MiB")
-    verdict("peak RSS of our fix, 550 MB", fix_large.peak_rss_mib(), "<", 64, " MiB")
-
-    # A fast fix that writes the wrong thing is worthless: check the last outputs.
-    print("[our fix output: same tensors and metadata under legacy names; check exits 0]")
-    correct = not (fix_vs_copy.error or fix_large.error)
-    for original, fixed in ((small, ours_fixed), (large, large_fixed)):
-        if correct:
-            same = run_torch_helper("verify", original, fixed)
-            recheck = subprocess.run(ours_argv + ["check", str(fixed)], capture_output=True).returncode
-            print(f"  {fixed.name}: torch comparison exit {same}, ours check exit {recheck}")
-            correct = same == 0 and recheck == 0
-    RESULTS.append((correct, f"{'PASS' if correct else 'FAIL'}  fix output correct"))
-    print(RESULTS[-1][1] + "\n")
+    if not args.fix_only:
+        compare_check(torch_way, ours, small, large, many, args.rounds)
+    fixes = compare_fix(ours, torch_way, small, large, scratch, args.rounds, with_torch=not args.fix_only)
+    check_fix_outputs(ours_argv, fixes)
 
     print("[installed package size]")
     size = package_size_bytes()

@@ -55,12 +55,12 @@ if atheris is not None:
     with atheris.instrument_imports():
         import pth_legacy_keys  # noqa: F401
         from pth_legacy_keys import engine, scan  # noqa: F401
-        from pth_legacy_keys.report import STATUS_EXIT_CODES
+        from pth_legacy_keys.status import Status
 else:
     from pth_legacy_keys import scan
-    from pth_legacy_keys.report import STATUS_EXIT_CODES
+    from pth_legacy_keys.status import Status
 
-STATUSES = frozenset(STATUS_EXIT_CODES)
+STATUSES = frozenset(Status)
 CHECK_OUTPUT = os.environ.get("PTH_FUZZ_OUTPUT") == "1"
 REJECTED = frozenset({"refused", "error"})
 if os.environ.get("PTH_FUZZ_TORCH_ROUTE") == "1":

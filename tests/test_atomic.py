@@ -5,7 +5,9 @@ import os
 
 import pytest
 from helpers import LEGACY, LEGACY_FORMAT, PARAMETRIZED, copy_of, lines_about, run
-from pth_legacy_keys import engine, writer
+from pth_legacy_keys import torch_pickle, writer
+from pth_legacy_keys.pre16_format import PRE16
+from pth_legacy_keys.zip_format import ZIP
 from pth_legacy_keys.cli import main
 
 not_as_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
@@ -86,35 +88,38 @@ def test_failing_replace_leaves_the_original(tmp_path, capsys, monkeypatch):
 
 
 def test_failing_verification_leaves_the_original(tmp_path, capsys, monkeypatch):
-    real_replace_strings = engine.replace_strings
+    real_replace_strings = torch_pickle.replace_strings
 
     def keep_old_names(data, replacements):
         # A pickle with the wrong strings: every key keeps its parametrized name.
         return real_replace_strings(data, [(text, text.value) for text, _ in replacements])
 
-    monkeypatch.setattr(engine, "replace_strings", keep_old_names)
+    monkeypatch.setattr(torch_pickle, "replace_strings", keep_old_names)
     assert_fix_fails_cleanly(capsys, copy_of(tmp_path), "did not read back as intended")
 
 
-def write_then_corrupt(write_records):
-    def write(source_file, checkpoint, new_pickle, out):
-        write_records(source_file, checkpoint, new_pickle, out)
-        out.write(b"\0")  # one stray byte after the end record, or after the storages
+def write_then_corrupt(unit):
+    real_write = unit.write
+
+    def write(checkpoint, key_bytes):
+        rewrite = real_write(checkpoint, key_bytes)
+        # one stray byte after the end record, or after the storages
+        return rewrite._replace(pieces=rewrite.pieces + (b"\0",))
     return write
 
 
 @pytest.mark.parametrize("source", [PARAMETRIZED, LEGACY_FORMAT], ids=["zip", "legacy-format"])
 def test_corrupt_output_is_never_swapped_in(tmp_path, capsys, monkeypatch, source):
-    monkeypatch.setattr(engine, "write_zip", write_then_corrupt(writer.write_zip))
-    monkeypatch.setattr(engine, "write_legacy", write_then_corrupt(writer.write_legacy))
+    monkeypatch.setattr(ZIP, "write", write_then_corrupt(ZIP))
+    monkeypatch.setattr(PRE16, "write", write_then_corrupt(PRE16))
     assert_fix_fails_cleanly(capsys, copy_of(tmp_path, source), "", statuses=("error", "refused"))
 
 
 @pytest.mark.parametrize("source", [PARAMETRIZED, LEGACY_FORMAT], ids=["zip", "legacy-format"])
 def test_corrupt_output_is_reported_as_a_failed_rewrite(tmp_path, capsys, monkeypatch, source):
     # The user's file is fine: the message must not describe the bad temporary copy as if it were theirs.
-    monkeypatch.setattr(engine, "write_zip", write_then_corrupt(writer.write_zip))
-    monkeypatch.setattr(engine, "write_legacy", write_then_corrupt(writer.write_legacy))
+    monkeypatch.setattr(ZIP, "write", write_then_corrupt(ZIP))
+    monkeypatch.setattr(PRE16, "write", write_then_corrupt(PRE16))
     path = copy_of(tmp_path, source)
     line = assert_fix_fails_cleanly(capsys, path, "", statuses=("error", "refused"))
     assert line.startswith(f"{path}: error: the rewritten file did not read back")

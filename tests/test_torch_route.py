@@ -49,7 +49,7 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from pth_legacy_keys import fix, scan  # noqa: E402
 from pth_legacy_keys.cli import main  # noqa: E402
-from pth_legacy_keys.inspection import inspect  # noqa: E402
+from pth_legacy_keys.inspection import inspect_file as inspect  # noqa: E402
 from test_fuzz import mutants  # noqa: E402
 from test_read_as_torch import tar_bytes  # noqa: E402
 from torch_helpers import assert_same_tree  # noqa: E402

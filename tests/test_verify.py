@@ -8,7 +8,7 @@ from helpers import run
 pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load real checkpoints")
 
 import rvc_model  # noqa: E402
-from pth_legacy_keys import engine, verify  # noqa: E402
+from pth_legacy_keys import engine, verify, writer  # noqa: E402
 from torch_helpers import load, records, torch  # noqa: E402
 
 
@@ -58,15 +58,17 @@ def test_verify_catches_a_copy_fault_the_crc_check_missed_and_keeps_the_original
     """Simulate a corrupted copy that slipped past our own CRC check: torch's comparison must stop it."""
     original = rvc_file.read_bytes()
 
-    def corrupt_instead_of_checking(checkpoint, written):
-        record = next(r for r in written.records if "/data/" in r.name and r.size >= 2)
-        with open(written.path, "r+b") as f:
-            f.seek(record.data_offset)
-            byte = f.read(1)
-            f.seek(record.data_offset)
-            f.write(bytes([byte[0] ^ 0x01]))
+    corrupted = []
+    real_write_all = writer._Output._write_all
 
-    monkeypatch.setattr(engine, "_verify_copied_bytes", corrupt_instead_of_checking)
+    def write_other_bytes_than_were_checked(self, views):
+        if not corrupted and views and self._piece is not None and "/data/" in self._piece.what and len(views[0]) >= 2:
+            corrupted.append(self._piece)
+            views = [memoryview(bytes([views[0][0] ^ 0x01]) + bytes(views[0][1:]))] + views[1:]
+        real_write_all(self, views)
+
+    monkeypatch.setattr(writer, "SMALL", 0)  # every write handed over on its own, while its record is open
+    monkeypatch.setattr(writer._Output, "_write_all", write_other_bytes_than_were_checked)
     code, out = run(capsys, "fix", "--verify", rvc_file)
     assert code == 2
     [line] = [line for line in out.splitlines() if line.startswith(f"{rvc_file}: ")]

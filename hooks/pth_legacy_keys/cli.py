@@ -12,7 +12,6 @@ from .engine import LFS_POINTER_CHOICES, fix, scan
 from .rename import DIRECTIONS, FAMILIES, LEGACY
 from .report import console_line, summary, text_lines, write_inspections, write_json
 from .status import exit_code
-from .symlinks import writing_root
 
 DESCRIPTION = """\
 Keep PyTorch checkpoints loadable by software that expects legacy weight-norm keys
@@ -217,7 +216,6 @@ def _main(argv):
                 _complain(missing)
                 return 2
         options["verify"] = args.verify
-        options["root"] = writing_root()
     examine = partial(scan if args.command == "check" else fix, **options)
     reports = examine_all(examine, files, args.jobs)
     if args.output == "text" and not args.report:
@@ -249,10 +247,9 @@ def _write_report(args, reports):
     from .symlinks import describe, link_out_of
     from .writer import write_new_file
 
-    root = writing_root()
-    escape = link_out_of(os.path.dirname(os.path.abspath(args.report)), root)
+    escape = link_out_of(os.path.dirname(os.path.abspath(args.report)))
     if escape:
-        return f"cannot write the report {args.report}: {describe(escape, root)}"
+        return f"cannot write the report {args.report}: {describe(escape)}"
 
     def fill(f):
         write_json(f, args.command, args.to, reports, __version__)
@@ -285,9 +282,9 @@ def _not_a_hook_invocation(parser, args, argv):
 
 
 def _inspect(files, output, lfs_pointers):
-    from .inspection import inspect
+    from .inspection import inspect_file
 
-    inspections = [inspect(path, lfs_pointers) for path in files]
+    inspections = [inspect_file(path, lfs_pointers) for path in files]
     if output == "json":
         write_inspections(sys.stdout, inspections, __version__)
         print()

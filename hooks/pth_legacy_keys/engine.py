@@ -1,20 +1,22 @@
-"""Check or fix one file: read it, plan the renames, and (for fix) write and verify."""
+"""Check or fix one file: read it, plan the renames, and (for fix) write and check the result.
+
+Nothing here knows a format: the format unit that read a file (checkpoint.Checkpoint.unit)
+renames its keys and describes the new file; writer.py turns that into a file.
+"""
 
 import os
 import struct
 
-from .container import file_identity, read_checkpoint, record_crc, region_crc
 from .patterns import is_pattern
-from .errors import CheckpointError, FixAbandoned, Refused
-from .pickle_edit import replace_strings
-from .regular_file import open_regular, require_regular_file
+from .errors import CheckpointError, FixAbandoned
+from .regular_file import require_regular_file
 from .rename import DIRECTIONS, FAMILIES, LEGACY, plan, shown_name
 from .report import FileReport
 from .rvc import vocoder
-from .safetensors_file import replace_keys
 from .status import Status
-from .symlinks import require_no_link_out, writing_root
-from .writer import replace_atomically, write_legacy, write_safetensors, write_zip
+from .symlinks import require_no_link_out
+from .torch_route import read_checkpoint
+from .writer import replace_atomically
 
 LFS_POINTER_CHOICES = ("error", "skip")
 
@@ -33,10 +35,10 @@ def fix(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES, verify=Fals
     link inside `root` (default: symlinks.writing_root()) is written through only when it
     leads to a file inside `root`.
     """
-    return _run(path, to, lfs_pointers, families, write=True, verify=verify, root=root)
+    return _run(path, to, lfs_pointers, families, write=True, compare_with_torch=verify, root=root)
 
 
-def _run(path, to, lfs_pointers, families, write, verify=False, root=None):
+def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root=None):
     if to not in DIRECTIONS:
         raise ValueError(f"to must be one of {DIRECTIONS}, not {to!r}")
     if not families or set(families) - set(FAMILIES):
@@ -46,7 +48,7 @@ def _run(path, to, lfs_pointers, families, write, verify=False, root=None):
     report = FileReport(os.fspath(path), Status.OK, to)
 
     def examine(real_path):
-        checkpoint = read_checkpoint(real_path, locate_all_records=write)
+        checkpoint = read_checkpoint(real_path, for_rewrite=write)
         report.format = checkpoint.format
         found = vocoder(checkpoint.root)
         if found:
@@ -59,8 +61,8 @@ def _run(path, to, lfs_pointers, families, write, verify=False, root=None):
             report.status = Status.CANNOT_CONVERT
         elif renames.renames or renames.param_names:
             if write:
-                require_no_link_out(path, root or writing_root(), to)
-                report.verified = _rewrite(real_path, checkpoint, renames, to, families, verify)
+                require_no_link_out(path, root, to)
+                report.verified = _rewrite(real_path, checkpoint, renames, to, families, compare_with_torch)
                 report.status = Status.FIXED
             else:
                 report.status = Status.NEEDS_FIX
@@ -101,84 +103,40 @@ def _exception_name(exc):
     return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
 
 
-def _rewrite(path, checkpoint, renames, to, families, verify_with_torch):
+def _rewrite(path, checkpoint, renames, to, families, compare_with_torch):
     """Write the renamed file beside `path`, check it, and swap it in; return how many tensors
-    torch compared (None without `verify_with_torch`)."""
-    if verify_with_torch:
-        from . import verify as torch_verify
+    torch compared (None without `compare_with_torch`)."""
+    if compare_with_torch:
+        from . import verify
 
-        missing = torch_verify.torch_missing()
+        missing = verify.torch_missing()
         if missing:
             raise FixAbandoned(f"{missing}")
+    unit = checkpoint.unit
+    rewrite = unit.write(checkpoint, unit.rename(checkpoint, renames.new_text.values()))
     compared = []
-    if checkpoint.format == "safetensors":
-        new_names = replace_keys(checkpoint.header, renames.new_text.values())
-        write_records = write_safetensors
-    else:
-        new_names = replace_strings(checkpoint.pickle, renames.new_text.values())
-        write_records = write_zip if checkpoint.format == "zip" else write_legacy
 
-    def write(out):
-        with open_regular(path) as source:
-            # Copy from the very file that was read, not from one that replaced it since.
-            if file_identity(os.fstat(source.fileno())) != checkpoint.identity:
-                raise FixAbandoned("the file changed while it was being fixed")
-            write_records(source, checkpoint, new_names, out)
-
-    def verify(written_path):
-        """Read our own output as a stranger's file: it must be the intended one, fully converted."""
+    def read_back(written_path):
+        """Read our own output as a stranger's file: it must be the intended one, fully converted.
+        (Its copied bytes were checked as they were written: see writer.py.)"""
         try:
-            written = read_checkpoint(written_path, locate_all_records=True)
+            written = read_checkpoint(written_path, for_rewrite=True)
         except CheckpointError as exc:
             raise FixAbandoned(f"the rewritten file did not read back ({exc})") from None
         again = plan(written.root, to, families)
-        size_change = len(new_names) - len(_names(checkpoint))
-        if (written.format != checkpoint.format or _names(written) != new_names
-                or _copied_records(written) != _copied_records(checkpoint)
-                or (checkpoint.format != "zip" and written.file_size != checkpoint.file_size + size_change)
+        if (written.unit is not unit or written.key_bytes != rewrite.key_bytes
+                or written.size != rewrite.size or unit.kept(written) != unit.kept(checkpoint)
                 or again.renames or again.param_names or again.problems):
             raise FixAbandoned("the rewritten file did not read back as intended")
-        if checkpoint.format == "safetensors":
-            _verify_tensor_bytes(checkpoint, written)
-        else:
-            _verify_copied_bytes(checkpoint, written)
-        if verify_with_torch:
-            names = {r.old: r.new for r in renames.renames + renames.param_names}
-            compared.append(torch_verify.compare(path, written_path, checkpoint.format, names))
 
-    replace_atomically(path, checkpoint.identity, write, verify)
+    def compare(written_path):
+        """Last, once the rewrite has passed every check of ours: torch's comparison."""
+        names = {r.old: r.new for r in renames.renames + renames.param_names}
+        compared.append(verify.compare(path, written_path, unit, names))
+
+    replace_atomically(path, checkpoint.identity, rewrite.pieces, read_back,
+                       compare if compare_with_torch else None)
     return compared[0] if compared else None
-
-
-def _names(checkpoint):
-    """The bytes that hold the key names: the main pickle, or safetensors' length and header."""
-    return checkpoint.header.raw if checkpoint.format == "safetensors" else checkpoint.pickle
-
-
-def _verify_copied_bytes(checkpoint, written):
-    """Every copied record must hold the bytes its CRC promises: a copy can fail silently."""
-    with open_regular(written.path) as output:
-        for record in written.records:
-            if record.name == checkpoint.pickle_record.name or record_crc(output, record) == record.crc:
-                continue
-            with open_regular(checkpoint.path) as source:
-                original = next(r for r in checkpoint.records if r.name == record.name)
-                if record_crc(source, original) != original.crc:
-                    raise Refused(f"record '{record.name}' does not match its CRC")
-            raise FixAbandoned(f"record '{record.name}' was not copied intact")
-
-
-def _verify_tensor_bytes(checkpoint, written):
-    """safetensors stores no checksums: compare the copied tensor bytes with the original's."""
-    length = checkpoint.file_size - checkpoint.header.data_start
-    with open_regular(checkpoint.path) as source, open_regular(written.path) as output:
-        if region_crc(source, checkpoint.header.data_start, length) != region_crc(
-                output, written.header.data_start, length):
-            raise FixAbandoned("the tensor bytes were not copied intact")
-
-
-def _copied_records(checkpoint):
-    return [(r.name, r.size, r.crc) for r in checkpoint.records if r.name != checkpoint.pickle_record.name]
 
 
 def _os_error_reason(exc):

@@ -12,12 +12,12 @@ float inf, or a file's own string "Infinity"; the text output tells them apart: 
 import math
 
 from . import rvc
-from .container import U32_MAX, read_checkpoint
 from .engine import examine_safely
 from .pickle_walk import Dict, Tensor
 from .rename import FAMILIES, LEGACY, PARAMETRIZED, plan, shown_name
 from .report import Outcome, printable, shortener
 from .status import Status
+from .torch_route import read_checkpoint
 
 METADATA_TEXT_LIMIT = 80
 # A metadata list may repeat one long string 64 times through the memo: JSON shows at most this much of each.
@@ -30,6 +30,7 @@ class Inspection(Outcome):
     def __init__(self, path):
         super().__init__(path)
         self.container = {}
+        self.container_text = None
         self.pickle = None  # {"protocol", "globals"}; None for safetensors
         self.tensors = {}
         self.keys = {}
@@ -62,7 +63,7 @@ class Inspection(Outcome):
             return [printable(f"{self.path}: {word}: {self.reason}")]
         lines = [printable(self.path)]
         field = lambda name, text: lines.append(printable(f"  {name:<11}{text}"))  # noqa: E731
-        field("container", _container_text(self.container))
+        field("container", f"{self.container_text}; {_size(self.container['bytes'])}")
         if self.pickle:
             names = self.pickle["globals"]
             field("pickle", f"protocol {self.pickle['protocol']}; {len(names)} globals: {', '.join(names)}")
@@ -83,37 +84,26 @@ class Inspection(Outcome):
         return lines
 
 
-def inspect(path, lfs_pointers="error"):
+def inspect_file(path, lfs_pointers="error"):
     """Inspect the file at `path`; failures become its status and reason."""
     inspection = Inspection(path)
     return examine_safely(inspection, lambda real_path: _inspect(inspection, real_path), lfs_pointers)
 
 
+
+
 def _inspect(inspection, path):
-    checkpoint = read_checkpoint(path, locate_all_records=True)
+    checkpoint = read_checkpoint(path, for_rewrite=True)
     root = checkpoint.root
-    inspection.container = _container(checkpoint)
-    if checkpoint.format != "safetensors":
-        inspection.pickle = {"protocol": checkpoint.protocol, "globals": list(checkpoint.globals)}
+    inspection.container, inspection.container_text = checkpoint.unit.describe(checkpoint)
+    if checkpoint.pickle is not None:
+        inspection.pickle = {"protocol": checkpoint.pickle.protocol, "globals": list(checkpoint.pickle.globals)}
     inspection.tensors = _tensor_stats(root)
     inspection.keys = _key_style(root)
     inspection.kind = rvc.kind(root)
     inspection.metadata = {name: _bounded(value) for name, value in rvc.metadata(root).items()}
     inspection.vocoder = rvc.vocoder(root)
     inspection.legacy_rvc = _legacy_rvc_verdict(inspection)
-
-
-def _container(checkpoint):
-    found = {"format": checkpoint.format, "bytes": checkpoint.file_size}
-    if checkpoint.format == "zip":
-        found.update(
-            prefix=checkpoint.prefix, alignment=checkpoint.alignment, records=len(checkpoint.records),
-            zip64=any(r.size >= U32_MAX or r.header_offset >= U32_MAX for r in checkpoint.records),
-        )
-    elif checkpoint.format == "safetensors":
-        header = checkpoint.header
-        found.update(header_bytes=header.data_start, metadata=header.metadata)
-    return found
 
 
 def _tensor_stats(root):
@@ -201,19 +191,6 @@ def _legacy_rvc_verdict(inspection):
     weight_norm = keys["families"]["weight-norm"]["legacy"]
     return {"answer": "yes", "reasons": [f"legacy names in all {weight_norm} weight-norm modules, and RVC's "
                                          "HiFi-GAN vocoder (no sign of another)"]}
-
-
-def _container_text(container):
-    size = _size(container["bytes"])
-    if container["format"] == "zip":
-        return (f"torch zip, prefix '{container['prefix']}', alignment {container['alignment']}, "
-                f"{container['records']} records, {'zip64' if container['zip64'] else 'no zip64'}; {size}")
-    if container["format"] == "safetensors":
-        metadata = container["metadata"]
-        described = (f"{len(metadata)} metadata {'field' if len(metadata) == 1 else 'fields'}" if metadata
-                     else "no metadata")
-        return f"safetensors, {container['header_bytes']}-byte header, {described}; {size}"
-    return f"legacy torch format (before torch 1.6, not a zip); {size}"
 
 
 def _tensors_text(tensors):

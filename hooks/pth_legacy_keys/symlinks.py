@@ -40,23 +40,24 @@ def _root_of(folder):
 
 
 def require_no_link_out(path, root, to):
-    """Raise Refused if `path` passes through a link inside `root` that leads outside it."""
+    """Raise Refused if `path` passes through a link inside `root` (None: writing_root()) that
+    leads outside it."""
     escape = link_out_of(path, root)
     if escape:
-        raise Refused(f"{describe(escape, root)}; fix writes there only when you name the file itself: "
+        raise Refused(f"{describe(escape)}; fix writes there only when you name the file itself: "
                       f"{fix_command(to, [os.path.realpath(path)])}")
 
 
-def describe(escape, root):
-    link, target = escape
+def describe(escape):
+    link, target, root = escape
     return f"the symbolic link {link} leads out of {root}, to {target}"
 
 
-def link_out_of(path, root):
-    """(link, its target) for the first link inside `root` on the way to `path` whose target is
-    outside `root`, or None. The walk resolves as the kernel does: `..` after a link is the
-    parent of the link's target, not of the link."""
-    root = os.path.realpath(root)
+def link_out_of(path, root=None):
+    """(link, its target, the root) for the first link inside `root` on the way to `path` whose
+    target is outside `root`, or None. The walk resolves as the kernel does: `..` after a link is
+    the parent of the link's target, not of the link. The root (None: writing_root(), a git call)
+    is only worked out when the path has a link."""
     current, *parts = _components(path)
     current = os.path.realpath(current)
     for part in parts:
@@ -67,9 +68,10 @@ def link_out_of(path, root):
             continue
         step = os.path.join(current, part)
         if os.path.islink(step):
+            root = os.path.realpath(root or writing_root())
             target = os.path.realpath(step)
             if _inside(current, root) and not _inside_work_tree(target, root):
-                return step, target
+                return step, target, root
             current = target
         else:
             current = step

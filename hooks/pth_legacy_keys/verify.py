@@ -20,29 +20,33 @@ def torch_missing():
     return None
 
 
-def compare(original_path, written_path, checkpoint_format, renames):
+def compare(original_path, written_path, unit, renames):
     """Raise CheckpointError unless the written file holds the original's values under `renames`
     ({old key: new key}): the same structure, the same non-tensor values, every tensor with the
-    same dtype, shape and bytes.  Returns how many tensors were compared."""
-    original = _load(original_path, checkpoint_format, "the original")
-    written = _load(written_path, checkpoint_format, "the rewritten file")
+    same dtype, shape and bytes.  `unit` is the files' format unit (or the report's word for
+    it: "zip", "legacy", "safetensors"), which knows how torch loads them.  Returns how many
+    tensors were compared."""
+    if isinstance(unit, str):
+        from .torch_route import FORMATS
+
+        unit = FORMATS[unit]
+    original = _load(original_path, unit, "the original")
+    written = _load(written_path, unit, "the rewritten file")
     compared = []
     _compare(_renamed(original, renames), written, "", compared)
     return len(compared)
 
 
-def _load(path, checkpoint_format, what):
+def torch_load(path, mmap):
+    """torch.load(weights_only=True) on the CPU, as --verify loads a torch.save file."""
     import torch
 
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def _load(path, unit, what):
     try:
-        if checkpoint_format == "safetensors":
-            try:
-                from safetensors.torch import load_file
-            except ImportError:
-                raise FixAbandoned(f"--verify needs the safetensors package for this file ({INSTALL_HINT})") from None
-            return load_file(path)
-        # mmap: the tensors stay in the page cache instead of being copied into memory (zip format only).
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=checkpoint_format == "zip")
+        return unit.load_with_torch(path)
     except CheckpointError:
         raise
     except Exception as exc:  # whatever torch raises: the file is not what we meant to write

@@ -1,191 +1,252 @@
-"""Write a checkpoint with a new pickle, copying every other byte, and swap it in atomically.
+"""Turn a rewrite's pieces into a local file, and swap it in atomically.
 
-The zip is laid out exactly as torch's writer (caffe2's PyTorchStreamWriter over
-miniz) lays it out: records in their original order, each record's data aligned
-by an `FB` padding extra field, sizes and CRC in a data descriptor, zip64 extras
-where a size or offset needs them, zero times and versions.  So renaming keys one
-way and back gives back the `torch.save` file byte for byte, and torch's mmap loader,
-which may compute record offsets from these rules, finds every tensor.
+A format unit describes the new file as pieces: new bytes, or ranges of the source
+(checkpoint.Rewrite).  Here they become a temporary file beside the original, in one pass:
+each range is read from the source and written, a few MiB at a time, and a second thread
+checks exactly the bytes handed to the kernel for it against what they must be: the CRC the
+format promises for them (a zip record's, so a record damaged in the source is refused), or,
+where the format stores no checksum, the source's own bytes read again.  The copy never goes
+through copy_file_range, which has written zeros without an error on some kernels and
+filesystems; bytes written with write() are in the file as they were handed over, so the CRC
+computed while writing is as good a check as reading the file back, at half the cost.  The
+file is fsynced, read back as a stranger's file by the caller (container, key bytes, renames),
+and only then renamed over the original.
 """
 
 import os
 import stat
-import struct
+import threading
 import zlib
+from queue import SimpleQueue
 
-from .container import (
-    CENTRAL_HEADER, CENTRAL_SIG, END_RECORD, END_SIG, LOCAL_HEADER, LOCAL_SIG, U16_MAX, U32_MAX,
-    ZIP64_END_RECORD, ZIP64_END_SIG, ZIP64_EXTRA_ID, ZIP64_LOCATOR, ZIP64_LOCATOR_SIG, file_identity,
-)
+from .byte_source import FileSource, file_identity
+from .checkpoint import SourceRange
 from .errors import CheckpointError, FixAbandoned, Refused
 
-DATA_DESCRIPTOR_SIG = 0x08074B50
-FLAG_DESCRIPTOR_UTF8 = 0x0808  # what torch writes for a record with data
-FLAG_UTF8 = 0x0800  # ... and for an empty one
-ZIP64_MADE_BY, ZIP64_NEEDED = 0x031E, 0x002D  # miniz's constants in the zip64 end record
-COPY_CHUNK = 1 << 20
+COPY_CHUNK = 1 << 20  # read and written at a time
+BUFFERS = 4  # chunks between the copy and the check: at most BUFFERS * COPY_CHUNK bytes in memory
+SMALL = 64 << 10  # writes below this are gathered, and handed to the kernel together
+GATHERED = 256  # ... this many at most (IOV_MAX is at least 1024 wherever writev exists)
+BACKLOG = 8 << 20  # bytes of small writes that may wait for their check
+PAGE = 1 << 16  # a multiple of the page size and of a filesystem block (see _Disk)
+WRITEBACK_STEP = 8 << 20  # how much is written before the disk is told to start on it
 
 
 class _Output:
-    """An unbuffered file we append to, tracking the offset ourselves."""
+    """The new file, appended to; what is written for a copied range goes to the checks too,
+    exactly as it is handed to the kernel.  Small writes (a record's header, a small record) are
+    gathered and handed over together: one system call for many records."""
 
-    def __init__(self, fd):
+    def __init__(self, fd, checks):
         self.fd = fd
         self.position = 0
+        self._checks = checks
+        self._piece = None  # the SourceRange being written, if any
+        self._done = 0  # bytes of it written so far
+        self._gathered = []  # small writes not yet handed to the kernel
+        self._buffers = SimpleQueue()  # free chunk buffers, reused: no fresh pages to fault in per chunk
+        for _ in range(BUFFERS):
+            self._buffers.put(bytearray(COPY_CHUNK))
 
     def write(self, data):
         view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        self.position += len(data)
+        if len(view) < SMALL:
+            if type(data) is not bytes:
+                view = memoryview(bytes(view))  # its own copy: the chunk buffer it came from is reused
+            self._gathered.append(view)
+            if len(self._gathered) >= GATHERED:
+                self.flush()
+        else:
+            self.flush()
+            self._write_all([view])
+        self.position += len(view)
+        if self._piece is not None:
+            self._checks.add(self._piece, self._done, view)
+            self._done += len(view)
+
+    def flush(self):
+        """Hand the gathered small writes to the kernel."""
+        gathered, self._gathered = self._gathered, []
+        self._write_all(gathered)
+        self._checks.catch_up(BACKLOG)  # what waits for its check stays bounded, like the chunk buffers
+
+    def _write_all(self, views):
+        """Hand `views` to the kernel, whole and in order."""
+        while views:
+            if len(views) > 1 and hasattr(os, "writev"):
+                written = os.writev(self.fd, views)
+            else:
+                written = os.write(self.fd, views[0])
+            done = 0
+            while done < len(views) and written >= len(views[done]):
+                written -= len(views[done])
+                done += 1
+            views = views[done:]
+            if written:
+                views[0] = views[0][written:]
 
     def copy_from(self, source, offset, length):
-        """Append `length` bytes of the file object `source` from `offset`."""
-        copied = _copy_file_range(source.fileno(), self.fd, offset, length)
-        self.position += copied
-        source.seek(offset + copied)
-        remaining = length - copied
-        while remaining:
-            chunk = source.read(min(COPY_CHUNK, remaining))
-            if not chunk:
-                raise CheckpointError("the file shrank while it was being copied")
-            self.write(chunk)
-            remaining -= len(chunk)
-
-
-def _copy_file_range(source_fd, target_fd, offset, length):
-    """Copy in the kernel where it can (Linux); return how much was copied."""
-    if not hasattr(os, "copy_file_range"):
-        return 0
-    copied = 0
-    try:
-        while copied < length:
-            n = os.copy_file_range(source_fd, target_fd, length - copied, offset + copied)
-            if n == 0:
-                break
-            copied += n
-    except OSError:
-        if copied:
-            raise
-        return 0
-    return copied
-
-
-def write_zip(source, checkpoint, new_pickle, out):
-    """Write `checkpoint`'s records to `out` with `new_pickle` as its pickle record."""
-    central = []
-    for record in checkpoint.records:
-        is_pickle = record is checkpoint.pickle_record
-        size = len(new_pickle) if is_pickle else record.size
-        crc = zlib.crc32(new_pickle) if is_pickle else record.crc
-        name = record.name.encode("utf-8")
-        offset = out.position
-        big_size, big_offset = size >= U32_MAX, offset >= U32_MAX
-        zip64 = big_size or big_offset
-        # The local zip64 extra is written before the data, when miniz's compressed size is still 0.
-        local_zip64 = _zip64_extra(((size, 0) if big_size else ()) + ((offset,) if big_offset else ()))
-        data_start = offset + LOCAL_HEADER.size + len(name) + len(local_zip64) + 4
-        extra = local_zip64 + _alignment_padding(data_start, checkpoint.alignment, record.name, len(local_zip64))
-        flags = FLAG_DESCRIPTOR_UTF8 if size else FLAG_UTF8
-        out.write(LOCAL_HEADER.pack(LOCAL_SIG, 0, flags, 0, 0, 0, 0, 0, 0, len(name), len(extra))
-                  + name + extra)
-        if is_pickle:
-            out.write(new_pickle)
-        else:
-            out.copy_from(source, record.data_offset, size)
-        if size:
-            if zip64:
-                out.write(struct.pack("<IIQQ", DATA_DESCRIPTOR_SIG, crc, size, size))
+        """Append `length` bytes of `source` (a byte source) from `offset`, a chunk at a time."""
+        if length < SMALL:  # read as its own bytes, and gathered with the writes around it
+            try:
+                data = source.read(offset, length)
+            except CheckpointError:
+                raise CheckpointError("the file shrank while it was being copied") from None
+            return self.write(data)
+        while length:
+            n = min(COPY_CHUNK, length)
+            buffer = self._buffers.get()  # free again once the checks are done with it
+            if hasattr(source, "fileno") and hasattr(os, "preadv"):
+                view = memoryview(buffer)[:os.preadv(source.fileno(), [memoryview(buffer)[:n]], offset)]
             else:
-                out.write(struct.pack("<IIII", DATA_DESCRIPTOR_SIG, crc, size, size))
-        central_zip64 = _zip64_extra(((size, size) if big_size else ()) + ((offset,) if big_offset else ()))
-        central.append(CENTRAL_HEADER.pack(
-            CENTRAL_SIG, 0, 0, flags, 0, 0, 0, crc, min(size, U32_MAX), min(size, U32_MAX),
-            len(name), len(central_zip64), 0, 0, 0, 0, min(offset, U32_MAX),
-        ) + name + central_zip64)
-    central_offset = out.position
-    directory = b"".join(central)
-    count = len(central)
-    zip64_end_offset = central_offset + len(directory)
-    out.write(
-        directory
-        + ZIP64_END_RECORD.pack(ZIP64_END_SIG, ZIP64_END_RECORD.size - 12, ZIP64_MADE_BY, ZIP64_NEEDED,
-                                0, 0, count, count, len(directory), central_offset)
-        + ZIP64_LOCATOR.pack(ZIP64_LOCATOR_SIG, 0, zip64_end_offset, 1)
-        + END_RECORD.pack(END_SIG, 0, 0, min(count, U16_MAX), min(count, U16_MAX),
-                          min(len(directory), U32_MAX), min(central_offset, U32_MAX), 0)
-    )
+                view = memoryview(source.read(offset, n))
+            if len(view) != n:
+                self._buffers.put(buffer)
+                raise CheckpointError("the file shrank while it was being copied")
+            self.write(view)
+            self._checks.then(lambda buffer=buffer: self._buffers.put(buffer))
+            offset, length = offset + n, length - n
+
+    def begin(self, piece):
+        """What is written from now to end() is `piece`."""
+        self._piece, self._done = piece, 0
+
+    def end(self):
+        self._checks.add(self._piece, self._done, None)  # the piece is complete
+        self._piece = None
 
 
-def _alignment_padding(data_start, alignment, name, other_extra_bytes):
-    """The `FB` extra field that moves a record's data from `data_start` to a multiple of `alignment`,
-    as caffe2's getPadding writes it: b"FB", the padding's length (16 bits), that many b"Z".
+class _Checks:
+    """Checks, in a thread, the bytes written for each copied range (see the module docstring)."""
 
-    Both that length and the header's extra-field length are 16 bits.  torch's writer truncates
-    them past 65,535 bytes yet writes every padding byte, so its own reader then takes padding for
-    data: torch.save with a 1 MiB .storage_alignment makes a file torch.load cannot read.  Such
-    a file, or any whose alignment needs that much padding, we refuse to write.
+    def __init__(self, source):
+        self.source = source
+        self.error = None
+        self._queue = SimpleQueue()
+        self._stopped = False
+        self._added = 0  # bytes queued (counted by the thread that writes only)
+        self._checked = 0  # bytes checked (counted by the checking thread only)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def add(self, piece, done, view):
+        """`view` (None: the end of `piece`) was written as `piece`'s bytes from `done` on."""
+        self._queue.put((piece, done, view))
+        self._added += 0 if view is None else len(view)
+
+    def then(self, action):
+        """Run `action()` once what was added so far has been checked (it frees a chunk buffer)."""
+        self._queue.put((None, 0, action))
+
+    def catch_up(self, limit):
+        """Wait until no more than `limit` bytes wait for their check."""
+        if self._added - self._checked > limit and self._thread.is_alive():
+            caught_up = threading.Event()
+            self.then(caught_up.set)
+            caught_up.wait()
+
+    def finish(self):
+        """Wait for every check; raise the first failure."""
+        self._end()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self):
+        """Give up on the checks (the write failed)."""
+        self._stopped = True
+        self._end()
+
+    def _end(self):
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _run(self):
+        crc = 0
+        for piece, done, view in iter(self._queue.get, None):
+            if piece is None:
+                view()  # see then()
+                continue
+            if not (self._stopped or self.error):
+                try:
+                    crc = self._check(piece, done, view, crc)
+                except BaseException as exc:  # reported by finish(), in the thread that writes
+                    self.error = exc
+            self._checked += 0 if view is None else len(view)
+
+    def _check(self, piece, done, view, crc):
+        """Check `view`, written as `piece` from `done` on (None: its end); return the CRC so far."""
+        if view is None:
+            if done != piece.length:
+                raise FixAbandoned(_not_copied(piece))
+            if piece.crc is not None and crc != piece.crc:
+                if _crc(self.source, piece.offset, piece.length) != piece.crc:
+                    raise Refused(f"{piece.what} does not match its CRC")
+                raise FixAbandoned(_not_copied(piece))
+            return 0
+        if done + len(view) > piece.length:
+            raise FixAbandoned(_not_copied(piece))
+        if piece.crc is not None:
+            return zlib.crc32(view, crc)
+        if view != self.source.read(piece.offset + done, len(view)):
+            raise FixAbandoned(_not_copied(piece))
+        return crc
+
+
+def _not_copied(piece):
+    return f"{piece.what} {'were' if piece.plural else 'was'} not copied intact"
+
+
+def _crc(source, offset, length):
+    crc = 0
+    for step in range(0, length, COPY_CHUNK):
+        crc = zlib.crc32(source.read(offset + step, min(COPY_CHUNK, length - step)), crc)
+    return crc
+
+
+def _write_pieces(pieces, source, out, checks, disk):
+    """Write `pieces` to `out`, copying ranges of `source`; `disk` starts writing them meanwhile."""
+    written_back = 0
+    for piece in pieces:
+        if type(piece) is not SourceRange:
+            out.write(piece)
+            continue
+        if checks.error is not None:
+            return  # a range already failed its check: finish() says which
+        out.begin(piece)
+        out.copy_from(source, piece.offset, piece.length)
+        out.end()
+        whole_pages = out.position - out.position % PAGE  # not the page the next write goes on
+        if whole_pages - written_back >= WRITEBACK_STEP:
+            out.flush()
+            disk.start_writing(written_back, whole_pages - written_back)
+            written_back = whole_pages
+    out.flush()
+
+
+def replace_atomically(path, identity, pieces, read_back, last_check=None):
+    """Write `pieces` (a Rewrite's, ranges of `path`) beside `path` and swap them in, or leave
+    `path` untouched.
+
+    `identity` is the file_identity() of `path` as it was read; if the file is not that file
+    any more, nothing is written or swapped.  Every copied range is checked as it is written
+    (see _Checks); `read_back(temporary_path)` must raise if the new file is not what was
+    meant; `last_check(temporary_path)`, if given, runs once every other check has passed.
+    The new file is fsynced, and keeps the old one's owner, group and permission bits, or
+    is not swapped in.
     """
-    if type(alignment) is not int or alignment < 1:
-        raise Refused(f"the archive's .storage_alignment {alignment!r} is not a positive number")
-    padding = -data_start % alignment
-    if other_extra_bytes + 4 + padding > U16_MAX:
-        raise Refused(f"its .storage_alignment of {alignment} needs {padding:,} bytes of padding before "
-                      f"record '{name}', more than a zip extra field holds (torch's own writer makes "
-                      "files torch cannot load at such an alignment)")
-    return b"FB" + struct.pack("<H", padding) + b"Z" * padding
-
-
-def _zip64_extra(values):
-    if not values:
-        return b""
-    return struct.pack(f"<HH{len(values)}Q", ZIP64_EXTRA_ID, 8 * len(values), *values)
-
-
-def write_legacy(source, checkpoint, new_pickle, out):
-    """The legacy format: the bytes before and after the main pickle are copied as they are."""
-    out.copy_from(source, 0, checkpoint.pickle_start)
-    out.write(new_pickle)
-    tail = checkpoint.pickle_start + len(checkpoint.pickle)
-    out.copy_from(source, tail, checkpoint.file_size - tail)
-
-
-def write_safetensors(source, checkpoint, new_header, out):
-    """safetensors: a new length and header, then the tensor bytes as they are."""
-    out.write(new_header)
-    data_start = checkpoint.header.data_start
-    out.copy_from(source, data_start, checkpoint.file_size - data_start)
-
-
-def replace_atomically(path, identity, write, verify):
-    """Write a new version of `path` beside it and swap it in, or leave `path` untouched.
-
-    `identity` is the file_identity() of `path` as it was read; if the file is not that
-    file any more, nothing is written or swapped.  `write(out)` fills an `_Output`;
-    `verify(temporary_path)` must raise if the result is not what was meant.  The new
-    file keeps the old one's owner, group and permission bits, or is not swapped in.
-    """
-    import tempfile  # only fix needs it: keep a check's start-up short
-
-    folder = os.path.dirname(path) or "."
     before = os.stat(path)
     _check_unchanged(before, identity)
     if not stat.S_IMODE(before.st_mode) & 0o222:
         raise FixAbandoned("the file is read-only")
     remove_stale_temporaries(path)
-    fd, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path) + f"{os.getpid()}.", suffix=".tmp",
-                                     dir=folder)
+    fd, temporary = _create_temporary(path)
 
     def prepare():
         try:
-            write(_Output(fd))
-            _keep_owner(fd, before)
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, stat.S_IMODE(before.st_mode))  # after fchown, which may clear set-id bits
-            # The disk write and our reading-back are independent: let them overlap.
-            with _FsyncInBackground(fd):
-                verify(temporary)
+            _write_and_check(path, identity, pieces, fd, temporary, before, read_back)
+            if last_check is not None:
+                last_check(temporary)
         finally:
             os.close(fd)
         if not hasattr(os, "fchmod"):
@@ -193,6 +254,47 @@ def replace_atomically(path, identity, write, verify):
         _check_unchanged(os.stat(path), identity)
 
     _swap_in(temporary, path, prepare)
+
+
+def _write_and_check(path, identity, pieces, fd, temporary, before, read_back):
+    with FileSource(path) as source:
+        # Copy from the very file that was read, not from one that replaced it since.
+        if source.identity() != identity:
+            raise FixAbandoned("the file changed while it was being fixed")
+        checks = _Checks(source)
+        disk = _Disk(fd, checks)
+        try:
+            _write_pieces(pieces, source, _Output(fd, checks), checks, disk)
+            if checks.error is not None:
+                checks.finish()  # raises it
+            _keep_owner(fd, before)
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, stat.S_IMODE(before.st_mode))  # after fchown, which may clear set-id bits
+            # The disk write, the last checks and our reading-back are independent: let them overlap.
+            disk.fsync()  # in the checks' thread, after the last check
+            try:
+                read_back(temporary)
+            except CheckpointError:
+                checks.finish()  # a bad copy explains a bad reading-back best
+                raise
+            checks.finish()
+        except BaseException:
+            checks.stop()
+            raise
+        disk.raise_error()
+
+
+def _create_temporary(path):
+    """A new file beside `path`, named for it and for this process (see remove_stale_temporaries)."""
+    folder = os.path.dirname(path) or "."
+    flags = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_BINARY", 0))
+    while True:
+        name = f"{_temporary_prefix(path)}{os.getpid()}.{os.urandom(6).hex()}.tmp"
+        try:
+            return os.open(os.path.join(folder, name), flags, 0o600), os.path.join(folder, name)
+        except FileExistsError:
+            continue
 
 
 def _swap_in(temporary, path, prepare):
@@ -214,10 +316,8 @@ def write_new_file(path, fill):
     """Write `path` as a new file, atomically: `fill(f)` writes UTF-8 text to a temporary file
     beside it, which then replaces `path`. A symbolic link at `path` is replaced, never written
     through; a failure leaves whatever was at `path` as it was."""
-    import secrets
-
     folder = os.path.dirname(path) or "."
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     # O_EXCL: never opens an existing file or follows a link; 0o666 lets the umask decide, as open() does.
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
 
@@ -312,29 +412,40 @@ def remove_stale_temporaries(path):
             pass
 
 
-class _FsyncInBackground:
-    """fsync `fd` in a thread for the duration of a `with` block; its error is raised at the end."""
+class _Disk:
+    """Has the disk write the new file, in the checks' thread: each range as soon as the copy has
+    written it (so that the fsync at the end has little left to wait for), then all of it, with
+    fsync."""
 
-    def __init__(self, fd):
-        import threading
-
+    def __init__(self, fd, checks):
+        self.fd = fd
         self.error = None
-        self.thread = threading.Thread(target=self._fsync, args=(fd,), daemon=True)
+        self._checks = checks
 
-    def _fsync(self, fd):
+    def start_writing(self, offset, length):
+        self._checks.then(lambda: self._advise(offset, length))
+
+    def fsync(self):
+        """fsync the file once what was asked before is done; raise_error() says how it went."""
+        self._checks.then(self._fsync)
+
+    def raise_error(self):
+        """Raise what the fsync raised (call it once the checks have finished)."""
+        if self.error is not None:
+            raise self.error
+
+    def _advise(self, offset, length):
+        if hasattr(os, "posix_fadvise"):
+            try:  # Linux writes back dirty pages it is told are not needed (and keeps them cached)
+                os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass  # only advice
+
+    def _fsync(self):
         try:
-            os.fsync(fd)
+            os.fsync(self.fd)
         except OSError as exc:
             self.error = exc
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.thread.join()
-        if self.error is not None and exc_info[0] is None:
-            raise self.error
 
 
 def _fsync_folder(folder):

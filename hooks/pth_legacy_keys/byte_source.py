@@ -1,0 +1,84 @@
+"""Where a checkpoint's bytes come from: `size`, `read(offset, n)` and `identity()`.
+
+The readers see nothing else, so the same reading runs on a local file (here), an HTTP
+resource read by ranges or a browser `File` (neither has an inode or an mtime: their
+identity is whatever tells one version of the bytes from another, an ETag, a last-modified
+time and a size).
+"""
+
+import os
+
+from .errors import CheckpointError
+from .regular_file import open_regular
+
+
+class FileSource:
+    """A local regular file, opened once for unbuffered reading (a context manager)."""
+
+    def __init__(self, path):
+        self._file = open_regular(path)
+        status = os.fstat(self._file.fileno())
+        self.size = status.st_size
+        self._identity = file_identity(status)
+        if not hasattr(os, "pread"):
+            import threading
+
+            self._lock = threading.Lock()
+
+    def read(self, offset, n):
+        """Exactly `n` bytes from `offset`: one system call for exactly the bytes needed."""
+        if hasattr(os, "pread"):
+            data = os.pread(self._file.fileno(), n, offset)
+        else:  # Windows: a seek and a read, which two threads must not interleave
+            with self._lock:
+                self._file.seek(offset)
+                data = self._file.read(n)
+        if len(data) != n:
+            raise CheckpointError("truncated: the file ends before a record it lists")
+        return data
+
+    def identity(self):
+        """What the file was when it was opened; see file_identity."""
+        return self._identity
+
+    def fileno(self):
+        """The open file's descriptor, for copying in the kernel (copy_file_range)."""
+        return self._file.fileno()
+
+    def close(self):
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class BytesSource:
+    """Bytes already in memory, as a source (tests, or a page that was handed a whole file)."""
+
+    def __init__(self, data, identity=None):
+        self._data = bytes(data)
+        self.size = len(self._data)
+        self._identity = identity if identity is not None else ("bytes", self.size, hash(self._data))
+
+    def read(self, offset, n):
+        if offset < 0 or offset + n > self.size:
+            raise CheckpointError("truncated: the file ends before a record it lists")
+        return self._data[offset:offset + n]
+
+    def identity(self):
+        return self._identity
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        pass
+
+
+def file_identity(status):
+    """What changes when a local file is replaced or rewritten (an os.stat result): compared
+    before a fix copies from the file and again before it swaps the result in."""
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)

@@ -1,0 +1,191 @@
+"""The zip format unit on its own: read from any byte source, renamed, written as pieces with
+torch's framing (zip64 exactly where miniz puts it), and a fix that meets a bad record CRC."""
+
+import io
+import struct
+import zipfile
+import zlib
+
+import pytest
+from formats_helpers import materialized, renamed_rewrite
+from helpers import LEGACY, PARAMETRIZED, copy_of, lines_about, run
+from pth_legacy_keys import zip_format
+from pth_legacy_keys.byte_source import BytesSource, FileSource
+from pth_legacy_keys.checkpoint import Checkpoint, SourceRange
+from pth_legacy_keys.rename import LEGACY as TO_LEGACY
+from pth_legacy_keys.rename import PARAMETRIZED as TO_PARAMETRIZED
+from pth_legacy_keys.torch_route import read
+from pth_legacy_keys.zip_format import U32_MAX, ZIP, Record, ZipLayout
+
+
+def test_a_file_and_its_bytes_read_alike():
+    """The reader sees only a byte source: a local file and the same bytes in memory give one result."""
+    with FileSource(PARAMETRIZED) as source:
+        from_file = read(source, for_rewrite=True)
+    from_bytes = read(BytesSource(PARAMETRIZED.read_bytes()), for_rewrite=True)
+    assert from_file.unit is from_bytes.unit is ZIP
+    assert from_file.key_bytes == from_bytes.key_bytes
+    assert from_file.layout == from_bytes.layout
+    assert from_file.pickle == from_bytes.pickle
+    assert from_file.identity != from_bytes.identity  # an inode and an mtime, or the bytes' own
+
+
+def test_the_result_is_immutable():
+    checkpoint = read(BytesSource(PARAMETRIZED.read_bytes()))
+    assert isinstance(checkpoint, tuple) and isinstance(checkpoint.layout.records, tuple)
+    with pytest.raises(AttributeError):
+        checkpoint.size = 0
+    with pytest.raises(AttributeError):
+        checkpoint.layout.records[0].crc = 0
+
+
+def test_a_check_locates_only_the_pickle_and_the_last_record():
+    checkpoint = read(BytesSource(PARAMETRIZED.read_bytes()))
+    layout = checkpoint.layout
+    located = [r.name for r in layout.records if r.data_offset >= 0]
+    assert located == [layout.pickle_record.name, layout.records[-1].name]
+    assert layout.alignment == 64  # not read: the default
+    with zipfile.ZipFile(PARAMETRIZED) as archive:
+        assert [r.name for r in layout.records] == archive.namelist()
+        assert all(r.crc == archive.getinfo(r.name).CRC for r in layout.records)
+
+
+def test_there_and_back_as_pieces_gives_the_torch_save_bytes():
+    original = PARAMETRIZED.read_bytes()
+    source = BytesSource(original)
+    checkpoint = read(source, for_rewrite=True)
+    rewrite = renamed_rewrite(checkpoint, TO_LEGACY)
+    # Only the pickle record is new: every other record's data is a range of the source, with its CRC.
+    ranges = [piece for piece in rewrite.pieces if type(piece) is SourceRange]
+    copied = [r for r in checkpoint.layout.records if r.size and r.name != checkpoint.layout.pickle_record.name]
+    assert [(p.offset, p.length, p.crc) for p in ranges] == [(r.data_offset, r.size, r.crc) for r in copied]
+    assert all(p.what == f"record '{r.name}'" for p, r in zip(ranges, copied))
+    legacy = materialized(rewrite, source)
+    assert len(legacy) == rewrite.size
+    with zipfile.ZipFile(io.BytesIO(legacy)) as archive:
+        assert archive.testzip() is None
+    back_source = BytesSource(legacy)
+    back = read(back_source, for_rewrite=True)
+    assert back.key_bytes == rewrite.key_bytes
+    assert materialized(renamed_rewrite(back, TO_PARAMETRIZED), back_source) == original
+
+
+def test_describe():
+    fields, text = ZIP.describe(read(BytesSource(PARAMETRIZED.read_bytes()), for_rewrite=True))
+    assert fields == {"format": "zip", "bytes": PARAMETRIZED.stat().st_size, "prefix": "parametrized/",
+                      "alignment": 64, "records": len(zipfile.ZipFile(PARAMETRIZED).namelist()), "zip64": False}
+    assert text.startswith("torch zip, prefix 'parametrized/', alignment 64, ") and text.endswith(", no zip64")
+
+
+def test_flag_bits_are_zipfiles():
+    # zipfile names the bits from Python 3.11 on (APPNOTE 4.4.4: bit 3, bit 11)
+    assert zip_format.MASK_USE_DATA_DESCRIPTOR == getattr(zipfile, "_MASK_USE_DATA_DESCRIPTOR", 1 << 3) == 0x08
+    assert zip_format.MASK_UTF_FILENAME == getattr(zipfile, "_MASK_UTF_FILENAME", 1 << 11) == 0x0800
+    assert zip_format.TORCH_FLAGS == 0x0808
+
+
+# -- zip64: exactly where miniz (torch's writer) puts it --------------------------------------
+# miniz writes zip64 extras for a record when `uncomp_size >= MZ_UINT32_MAX || local_dir_header_ofs
+# >= MZ_UINT32_MAX`: at 0xFFFFFFFF, the value a 32-bit field uses to say "see the zip64 extra".
+
+
+def synthetic(sizes, prefix="a/", version_record=True):
+    """A checkpoint whose layout has a data.pkl record and records of `sizes` after it (no bytes needed:
+    the writer only describes ranges of the source)."""
+    pickle = b"\x80\x02}q\x00."
+    records = [Record(prefix + "data.pkl", 0, len(pickle), zlib.crc32(pickle), 0x0808, data_offset=64)]
+    offset = 64 + len(pickle)
+    for n, size in enumerate(sizes):
+        records.append(Record(f"{prefix}data/{n}", offset, size, 0x12345678, 0x0808, data_offset=offset + 64))
+        offset += 64 + size + 16
+    if version_record:
+        records.append(Record(prefix + "version", offset, 2, zlib.crc32(b"3\n"), 0x0808, data_offset=offset + 64))
+    layout = ZipLayout(tuple(records), records[0], prefix, 64)
+    return Checkpoint(ZIP, offset + 200, None, None, pickle, layout)
+
+
+def local_headers(rewrite):
+    """(header offset, local header bytes, the data descriptor after its data) for each record."""
+    found, position, pieces = [], 0, list(rewrite.pieces)
+    for i, piece in enumerate(pieces):
+        length = piece.length if type(piece) is SourceRange else len(piece)
+        if type(piece) is bytes and piece[:4] == b"PK\x03\x04":
+            descriptor = pieces[i + 2] if i + 2 < len(pieces) and type(pieces[i + 1]) is SourceRange else b""
+            found.append((position, piece, descriptor))
+        position += length
+    return found
+
+
+def has_zip64_extra(local_header):
+    name_length, extra_length = struct.unpack_from("<HH", local_header, 26)
+    extra = local_header[30 + name_length:30 + name_length + extra_length]
+    return extra[:2] == b"\x01\x00"
+
+
+@pytest.mark.parametrize("size, zip64", [(U32_MAX - 1, False), (U32_MAX, True), (U32_MAX + 1, True)])
+def test_a_record_takes_zip64_from_0xffffffff_bytes(size, zip64):
+    rewrite = ZIP.write(synthetic([size]), synthetic([size]).key_bytes)
+    [_, (_, header, descriptor), _] = local_headers(rewrite)
+    assert has_zip64_extra(header) is zip64
+    assert len(descriptor) == (24 if zip64 else 16)
+    if zip64:
+        assert struct.unpack_from("<IIQQ", descriptor) == (0x08074B50, 0x12345678, size, size)
+    # The central directory says the same, and our reader reads the size back.
+    directory = rewrite.pieces[-1]
+    records = zip_format._parse_central_directory(directory[:directory.index(b"PK\x06\x06")], 3)
+    assert records[1].size == size
+
+
+@pytest.mark.parametrize("offset, zip64", [(U32_MAX - 1, False), (U32_MAX, True)])
+def test_a_record_takes_zip64_from_offset_0xffffffff(offset, zip64):
+    """A record whose local header starts at `offset`: a filler before it, sized to put it there."""
+    def header_offset_of_last(filler):
+        checkpoint = synthetic([filler])
+        return local_headers(ZIP.write(checkpoint, checkpoint.key_bytes))[-1][0]
+
+    guess = 0xF0000000
+    filler = guess + offset - header_offset_of_last(guess)
+    checkpoint = synthetic([filler])
+    rewrite = ZIP.write(checkpoint, checkpoint.key_bytes)
+    (at, header, descriptor) = local_headers(rewrite)[-1]
+    assert at == offset
+    assert has_zip64_extra(header) is zip64
+    assert len(descriptor) == (24 if zip64 else 16)
+    directory = rewrite.pieces[-1]
+    records = zip_format._parse_central_directory(directory[:directory.index(b"PK\x06\x06")], 3)
+    assert records[-1].header_offset == offset
+
+
+def test_inspect_calls_a_record_of_0xffffffff_bytes_zip64():
+    assert ZIP.describe(synthetic([U32_MAX], version_record=False))[0]["zip64"] is True
+    assert ZIP.describe(synthetic([U32_MAX - 1], version_record=False))[0]["zip64"] is False
+
+
+# -- a record whose bytes are not what its CRC says ------------------------------------------
+
+
+def flip_a_tensor_byte(path):
+    with zipfile.ZipFile(path) as archive:
+        info = [i for i in archive.infolist() if "/data/" in i.filename and i.file_size][-1]
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
+    data[info.header_offset + 30 + name_length + extra_length] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return info.filename
+
+
+def test_fix_refuses_a_record_that_does_not_match_its_crc(tmp_path, capsys):
+    """check reads no tensor data; fix copies it and finds the file's own record damaged."""
+    path = copy_of(tmp_path)
+    name = flip_a_tensor_byte(path)
+    before = path.read_bytes()
+    assert run(capsys, "check", path)[0] == 1
+    code, out = run(capsys, "fix", path)
+    assert code == 2
+    assert lines_about(out, path) == [f"{path}: refused: record '{name}' does not match its CRC; nothing was changed"]
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_the_legacy_fixture_reads_as_zip():
+    assert read(BytesSource(LEGACY.read_bytes())).format == "zip"

@@ -171,30 +171,13 @@ def _main(argv):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name, value in vars(args).items():
-        if name != "paths" and (isinstance(value, list) or value == "--"):
-            # Python 3.9-3.12's argparse turns `--report=--` into an empty list, 3.13's into "--":
-            # one meaning on every Python, and never a file named `--`.
-            parser.error(f"argument --{name.replace('_', '-')}: expected a value, not --")
-    if getattr(args, "hook", False):
-        problem = _not_a_hook_invocation(parser, args, argv)
-        if problem:
-            _complain(problem)
-            return 2
-    if hasattr(signal, "SIGXFSZ"):
-        # Past a file-size limit, write() should fail with EFBIG (and the fix be abandoned
-        # cleanly) instead of the signal killing us and leaving a temporary file behind.
-        try:
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        except ValueError:
-            pass  # main() called from a thread: signals belong to the main thread
+    problem = _usage_problem(parser, args, argv)
+    if problem:
+        _complain(problem)
+        return 2
+    _write_errors_instead_of_the_file_size_signal()
     try:
-        paths = list(args.paths) + (read_path_list(args.files_from) if args.files_from else [])
-        if args.files_from and not paths:
-            files = []  # an empty list means nothing to examine, not "the whole repository"
-        else:
-            files = collect(paths, changed_since=getattr(args, "changed_since", None),
-                            literal=getattr(args, "hook", False))
+        files = _files(args)
     except DiscoveryError as exc:
         _complain(exc)
         if args.output == "github":
@@ -206,22 +189,56 @@ def _main(argv):
         return _inspect(files, args.output, args.lfs_pointers)
     options = {"to": args.to, "lfs_pointers": args.lfs_pointers, "families": (args.only,) if args.only else FAMILIES}
     if args.command == "fix":
-        if args.verify:
-            from .verify import torch_missing
-
-            missing = torch_missing()
-            if missing:
-                if args.hook:  # the hook's environment is pre-commit's, not the user's
-                    missing += "; as a hook, add `additional_dependencies: [torch, safetensors]`"
-                _complain(missing)
-                return 2
         options["verify"] = args.verify
     examine = partial(scan if args.command == "check" else fix, **options)
     reports = examine_all(examine, files, args.jobs)
     if args.output == "text" and not args.report:
         return _print_text(args.command, reports, args.verbosity)
-    reports = list(reports)  # the JSON document and GitHub's summary need them all at once
-    # What could not be written is said after the results: fix may already have rewritten files.
+    return _print_all(args, list(reports))  # the JSON document and GitHub's summary need them all at once
+
+
+def _usage_problem(parser, args, argv):
+    """Why these arguments cannot run (a usage error exits here through argparse), or None."""
+    for name, value in vars(args).items():
+        if name != "paths" and (isinstance(value, list) or value == "--"):
+            # Python 3.9-3.12's argparse turns `--report=--` into an empty list, 3.13's into "--":
+            # one meaning on every Python, and never a file named `--`.
+            parser.error(f"argument --{name.replace('_', '-')}: expected a value, not --")
+    if getattr(args, "hook", False):
+        problem = _not_a_hook_invocation(parser, args, argv)
+        if problem:
+            return problem
+    if getattr(args, "verify", False):
+        from .verify import torch_missing
+
+        missing = torch_missing()
+        if missing and args.hook:  # the hook's environment is pre-commit's, not the user's
+            missing += "; as a hook, add `additional_dependencies: [torch, safetensors]`"
+        return missing
+    return None
+
+
+def _write_errors_instead_of_the_file_size_signal():
+    """Past a file-size limit, write() should fail with EFBIG (and the fix be abandoned cleanly)
+    instead of the signal killing us and leaving a temporary file behind."""
+    if hasattr(signal, "SIGXFSZ"):
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        except ValueError:
+            pass  # main() called from a thread: signals belong to the main thread
+
+
+def _files(args):
+    """The files to examine, from the paths, the path list and the repository."""
+    paths = list(args.paths) + (read_path_list(args.files_from) if args.files_from else [])
+    if args.files_from and not paths:
+        return []  # an empty list means nothing to examine, not "the whole repository"
+    return collect(paths, changed_since=getattr(args, "changed_since", None), literal=getattr(args, "hook", False))
+
+
+def _print_all(args, reports):
+    """The JSON document or GitHub's output (and the report file); what could not be written is
+    said after the results, since fix may already have rewritten files."""
     unwritten = [_write_report(args, reports)] if args.report else []
     if args.output == "text":
         code = _print_text(args.command, reports, args.verbosity)

@@ -1,21 +1,18 @@
 """Nothing lost: a fix killed at any moment, a full disk, read-only files, links and races.
 
-The SIGKILL test runs RUNS kills on a SIZE_MB checkpoint (20 and 30 by default, to keep CI
-quick); set PTH_LEGACY_KEYS_KILL_RUNS=50 PTH_LEGACY_KEYS_KILL_MB=500 for the full-size run.
+The SIGKILL test kills a fix of a KILL_MB checkpoint (30 by default, to keep CI quick; set
+PTH_LEGACY_KEYS_KILL_MB=500 for the full-size run) at chosen calls, one run per point.
 """
 
 import os
-import random
 import resource
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from helpers import LEGACY, PARAMETRIZED, copy_of, lines_about, run
 
-KILL_RUNS = int(os.environ.get("PTH_LEGACY_KEYS_KILL_RUNS", "20"))
 KILL_MB = int(os.environ.get("PTH_LEGACY_KEYS_KILL_MB", "30"))
 posix_only = pytest.mark.skipif(os.name != "posix", reason="signals and rlimits are POSIX")
 
@@ -49,31 +46,49 @@ def big_checkpoint(tmp_path_factory):
     return path
 
 
+# A fix that kills itself (SIGKILL: no cleanup, no finally) at a chosen call: the first, a middle
+# and the last write, the fsync of the new file, just before and just after the swap. Chosen
+# points, not random sleeps: every run kills at the same places, on any machine.
+KILLER = """
+import os, runpy, signal, sys
+name, at, when = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+calls = 0
+real = getattr(os, name)
+def killing(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == at and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    result = real(*args, **kwargs)
+    if calls == at and when == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+setattr(os, name, killing)
+sys.argv = ["pth-legacy-keys", *sys.argv[4:]]
+runpy.run_module("pth_legacy_keys", run_name="__main__")
+"""
+KILL_POINTS = [("writev", 1, "before"), ("write", 1, "before"), ("write", KILL_MB // 2, "after"),
+               ("write", KILL_MB - 1, "after"), ("fsync", 1, "before"), ("fsync", 1, "after"),
+               ("replace", 1, "before"), ("replace", 1, "after")]  # the copy writes 1 MiB per os.write
+
+
 @posix_only
-def test_sigkill_at_any_moment_leaves_the_original_or_the_fixed_file(big_checkpoint, tmp_path):
+@pytest.mark.parametrize("function, at, when", KILL_POINTS)
+def test_a_fix_killed_at_any_step_leaves_the_original_or_the_fixed_file(function, at, when, big_checkpoint,
+                                                                         tmp_path):
     original = big_checkpoint.read_bytes()
     expected = fixed_bytes(big_checkpoint, tmp_path)
-    started = time.monotonic()
-    subprocess.run(cli("fix", copy_of(tmp_path / "timing", big_checkpoint)), check=True, capture_output=True)
-    duration = time.monotonic() - started
-    chance = random.Random(0)
-    outcomes = {"original": 0, "fixed": 0}
     folder = tmp_path / "victim"
-    for _ in range(KILL_RUNS):
-        path = copy_of(folder, big_checkpoint)
-        fixer = subprocess.Popen(cli("fix", path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(chance.uniform(0, duration * 1.2))
-        fixer.send_signal(signal.SIGKILL)
-        fixer.wait()
-        now = path.read_bytes()
-        assert now in (original, expected), "a killed fix left a file that is neither"
-        outcomes["original" if now == original else "fixed"] += 1
-        # The next run finishes the job and clears what the killed one left behind.
-        assert subprocess.run(cli("fix", path), capture_output=True).returncode == 0
-        assert path.read_bytes() == expected
-        assert temporaries(folder) == []
-    print(f"{KILL_RUNS} kills of a {KILL_MB} MB fix: {outcomes}")
-    assert outcomes["original"] and outcomes["fixed"], outcomes  # the kills hit both sides of the swap
+    path = copy_of(folder, big_checkpoint)
+    killed = subprocess.run([sys.executable, "-c", KILLER, function, str(at), when, "fix", str(path)],
+                            capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr  # it did reach that call
+    now = path.read_bytes()
+    assert now == (expected if (function, when) == ("replace", "after") else original)
+    # The next run finishes the job and clears what the killed one left behind.
+    assert subprocess.run(cli("fix", path), capture_output=True).returncode == 0
+    assert path.read_bytes() == expected
+    assert temporaries(folder) == []
 
 
 @posix_only

@@ -578,3 +578,21 @@ def test_a_state_dict_build_sets_metadata_once(tmp_path, capsys):
     pickle_bytes = PROTO2 + global_("collections", "OrderedDict") + b")R" + state + b"b."
     path = hand_made_checkpoint(tmp_path / "model.pth", pickle_bytes)
     assert_rejected(capsys, path, "refused", "sets object state (BUILD) in a way a plain checkpoint never does")
+
+
+def test_the_reach_dispatch_table_is_keyed_by_pickles_own_opcodes():
+    """pickle_reach spells each opcode as a byte (importing pickle would cost every check ~1 ms);
+    its comment names pickle's constant, and this holds the two to each other."""
+    import inspect
+    import re
+
+    from pth_legacy_keys import pickle_reach
+
+    source = inspect.getsource(pickle_reach)
+    table = source[source.index("_HANDLERS = {"):source.index("\n}", source.index("_HANDLERS = {"))]
+    entries = re.findall(r"^\s+(b'[^']+'): \S.*#\s*([A-Z0-9_]+)\b.*$", table, re.MULTILINE)
+    assert len(entries) == len(pickle_reach._HANDLERS) > 60
+    for literal, name in entries:
+        assert eval(literal) == getattr(pickle, name), name  # noqa: S307 (a bytes literal from our source)
+    # Every opcode pickletools knows is in the table: none falls to "unknown opcode" by omission.
+    assert {op.code.encode("latin-1") for op in pickletools.opcodes} == set(pickle_reach._HANDLERS)

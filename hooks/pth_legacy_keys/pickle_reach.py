@@ -17,9 +17,6 @@ import re
 
 from .pickle_walk import MAX_PICKLE_BYTES
 
-# Opcodes that make the unpickler resolve a global (find_class): GLOBAL, INST,
-# STACK_GLOBAL and the copyreg extension codes.
-GLOBAL_OPCODES = {0x63: "GLOBAL", 0x69: "INST", 0x93: "STACK_GLOBAL", 0x82: "EXT1", 0x83: "EXT2", 0x84: "EXT4"}
 HIGHEST_PROTOCOL = 5
 MAX_OPCODES = 100_000  # the legacy magic number takes 3; text stops within a few lines
 # What strtol/PyLong_FromString/PyOS_string_to_double could possibly accept on a line.  They
@@ -30,21 +27,6 @@ STOPS, IMPORTS, COMPLETES, UNKNOWN = "stops", "imports", "completes", "unknown"
 
 # Value types, as far as they decide anything: only text can name a global.
 TEXT, OTHER = "text", "other"
-
-_FIXED_ARGUMENT = {  # opcode: (argument bytes, the type it pushes)
-    0x4A: (4, OTHER), 0x4B: (1, OTHER), 0x4D: (2, OTHER), 0x47: (8, OTHER),  # BININT*, BINFLOAT
-}
-_PUSH = {  # opcodes without an argument that push one value
-    0x4E: OTHER, 0x88: OTHER, 0x89: OTHER, 0x7D: OTHER, 0x5D: OTHER, 0x29: OTHER, 0x8F: OTHER,
-}
-# Counted payloads: opcode -> (length bytes, signed length, the type pushed)
-_COUNTED = {
-    0x58: (4, False, TEXT), 0x8C: (1, False, TEXT), 0x8D: (8, False, TEXT),  # BINUNICODE*
-    0x54: (4, True, TEXT), 0x55: (1, False, TEXT),  # BINSTRING, SHORT_BINSTRING (decoded as utf-8)
-    0x42: (4, False, OTHER), 0x43: (1, False, OTHER), 0x8E: (8, False, OTHER),  # BINBYTES*
-    0x96: (8, False, OTHER),  # BYTEARRAY8
-    0x8A: (1, False, OTHER), 0x8B: (4, True, OTHER),  # LONG1, LONG4
-}
 
 
 class Outcome:
@@ -98,12 +80,34 @@ class _Undecided(Exception):
     pass
 
 
+class _Reached(Exception):
+    """Raised by the opcodes that end the walk with an outcome (STOP, the global ones)."""
+
+    def __init__(self, outcome):
+        super().__init__()
+        self.outcome = outcome
+
+
+class _Reach:
+    """What the opcode handlers share: the bytes, the stack of value types, the MARKs, the memo."""
+
+    __slots__ = ("marks", "memo", "source", "stack")
+
+    def __init__(self, source):
+        self.source = source
+        self.stack = []
+        self.marks = []  # stack depths
+        self.memo = {}  # index -> value type
+
+
 def reach(read, size, head=b""):
     """Follow the pickle at byte 0 of a `size`-byte file whose first bytes are `head`;
     `read(offset, n)` gives the rest as far as it is needed."""
     source = _Source(read, size, head)
     try:
         return _follow(source)
+    except _Reached as reached:
+        return reached.outcome
     except _Stop as stop:
         return Outcome(STOPS, str(stop))
     except _Undecided as why:
@@ -111,169 +115,41 @@ def reach(read, size, head=b""):
 
 
 def _follow(source):
-    stack = []
-    marks = []
-    memo = {}
+    # Each handler gets the offset just past its opcode and returns the next opcode's.
+    state = _Reach(source)
+    dispatch = _DISPATCH
     pos = 0
-
-    def fence():
-        return marks[-1] if marks else 0
-
-    def need(count):  # items above the last MARK
-        if len(stack) - fence() < count:
-            raise _Stop("stack underflow")
-
-    def pop_mark():
-        if not marks:
-            raise _Stop("no MARK")
-        at = marks.pop()
-        del stack[at:]
-
-    def argument(start, length):
-        if not source.ensure(start + length):
-            raise _Stop("data ends inside an argument")
-        return source.data[start:start + length]
-
-    def text_line(start, minimum=2):
-        line, end = source.line(start)
-        if line is None or len(line) < minimum:
-            raise _Stop("bad line")
-        return line[:-1], end
-
     for _ in range(MAX_OPCODES):
-        op = argument(pos, 1)[0]
-        pos += 1
-        if op in GLOBAL_OPCODES:
-            name = GLOBAL_OPCODES[op]
-            if op == 0x63:  # GLOBAL: two lines, each at least one character and UTF-8
-                module, pos = text_line(pos)
-                qualname, pos = text_line(pos)
-                try:
-                    name = f"{module.decode('utf-8')}.{qualname.decode('utf-8')}"
-                except UnicodeDecodeError:
-                    raise _Stop("a GLOBAL name that is not UTF-8") from None
-            elif op == 0x69:  # INST: _pickle.c looks for its MARK before reading the name
-                if not marks:
-                    raise _Stop("no MARK")
-            elif op == 0x93:
-                need(2)
-                if stack[-1] is not TEXT or stack[-2] is not TEXT:
-                    raise _Stop("STACK_GLOBAL without two strings")
-            return Outcome(IMPORTS, name)
-        if op in _PUSH:
-            stack.append(_PUSH[op])
-        elif op in _FIXED_ARGUMENT:
-            length, kind = _FIXED_ARGUMENT[op]
-            argument(pos, length)
-            pos += length
-            stack.append(kind)
-        elif op in _COUNTED:
-            width, signed, kind = _COUNTED[op]
-            count = int.from_bytes(argument(pos, width), "little", signed=signed)
-            if count < 0:
-                raise _Stop("negative length")
-            pos += width
-            if pos + count > source.size:
-                raise _Stop("data ends inside a value")
-            pos += count  # its bytes are never needed: a bad encoding would only stop it sooner
-            stack.append(kind)
-        elif op == 0x28:  # MARK
-            marks.append(len(stack))
-        elif op == 0x2E:  # STOP
-            need(1)
-            return Outcome(COMPLETES)
-        elif op == 0x80:  # PROTO
-            if argument(pos, 1)[0] > HIGHEST_PROTOCOL:
-                raise _Stop("unsupported protocol")
-            pos += 1
-        elif op == 0x95:  # FRAME: its bytes must exist, or it stops
-            length = int.from_bytes(argument(pos, 8), "little")
-            pos += 8
-            if pos + length > source.size:
-                raise _Stop("data ends inside a frame")
-            # Reading from a file, _pickle.c buffers exactly the frame and, when an argument runs
-            # past its end, refills from after the frame: the frame's unread bytes are dropped,
-            # so the opcodes it then reads are not the bytes in order (found by our red team).
-            raise _Undecided("it has a FRAME, which _pickle.c reads from a file differently than in order")
-        elif op in (0x71, 0x72, 0x94):  # BINPUT, LONG_BINPUT, MEMOIZE
-            width = {0x71: 1, 0x72: 4, 0x94: 0}[op]
-            index = int.from_bytes(argument(pos, width), "little") if width else len(memo)
-            pos += width
-            need(1)
-            memo[index] = stack[-1]
-        elif op in (0x68, 0x6A):  # BINGET, LONG_BINGET
-            width = 1 if op == 0x68 else 4
-            index = int.from_bytes(argument(pos, width), "little")
-            pos += width
-            if index not in memo:
-                raise _Stop("memo entry missing")
-            stack.append(memo[index])
-        elif op == 0x70:  # PUT: the line is read before the stack is checked
-            line, pos = text_line(pos)
-            need(1)
-            memo[_decimal(_c_string(line))] = stack[-1]
-        elif op == 0x67:  # GET
-            line, pos = text_line(pos)
-            index = _decimal(_c_string(line))
-            if index not in memo:
-                raise _Stop("memo entry missing")
-            stack.append(memo[index])
-        elif op in (0x49, 0x4C, 0x46):  # INT, LONG, FLOAT
-            line, pos = text_line(pos)
-            if not NUMBER_LINE.fullmatch(_c_string(line)):
-                raise _Stop("not a number")
-            stack.append(OTHER)
-        elif op == 0x53:  # STRING: must be quoted
-            line, pos = text_line(pos)
-            stripped = line.rstrip(b" \t\r")
-            if not any(len(s) >= 2 and s[:1] == s[-1:] and s[:1] in (b"'", b'"') for s in (line, stripped)):
-                raise _Stop("STRING not quoted")
-            stack.append(TEXT)
-        elif op == 0x56:  # UNICODE
-            _, pos = text_line(pos, minimum=1)
-            stack.append(TEXT)
-        elif op in (0x50, 0x51, 0x52, 0x97):
-            # PERSID, BINPERSID: pickle.load has no persistent_load; REDUCE: nothing on the
-            # stack can be called before a global is resolved; NEXT_BUFFER: no buffers given.
-            raise _Stop("cannot go on")
-        elif op == 0x30:  # POP: a MARK on top is popped instead
-            if marks and marks[-1] == len(stack):
-                marks.pop()
-            else:
-                need(1)
-                stack.pop()
-        elif op == 0x31:  # POP_MARK
-            pop_mark()
-        elif op == 0x32:  # DUP
-            need(1)
-            stack.append(stack[-1])
-        elif op in (0x85, 0x86, 0x87):  # TUPLE1-3
-            count = op - 0x84
-            need(count)
-            del stack[len(stack) - count:]
-            stack.append(OTHER)
-        elif op in (0x74, 0x6C, 0x64, 0x91):  # TUPLE, LIST, DICT, FROZENSET
-            pop_mark()
-            stack.append(OTHER)
-        elif op in (0x65, 0x75, 0x90):  # APPENDS, SETITEMS, ADDITEMS: into the item below the MARK
-            pop_mark()
-            need(1)
-        elif op == 0x61:  # APPEND
-            need(2)
-            stack.pop()
-        elif op == 0x73:  # SETITEM
-            need(3)
-            del stack[-2:]
-        elif op == 0x62:  # BUILD: on a plain value it can only fail or do nothing
-            need(2)
-            stack.pop()
-        elif op == 0x98:  # READONLY_BUFFER
-            need(1)
-        elif op in (0x6F, 0x81, 0x92):  # OBJ, NEWOBJ, NEWOBJ_EX: need a class, which needs a global
-            raise _Undecided("it builds an object")
-        else:
-            raise _Stop("unknown opcode")
+        pos = dispatch[_argument(source, pos, 1)[0]](state, pos + 1)
     raise _Undecided(f"it runs more than {MAX_OPCODES:,} opcodes")
+
+
+# -- what the handlers share ----------------------------------------------------------------
+
+
+def _need(state, count):
+    """Stop unless `count` items sit above the last MARK."""
+    if len(state.stack) - (state.marks[-1] if state.marks else 0) < count:
+        raise _Stop("stack underflow")
+
+
+def _pop_mark(state):
+    if not state.marks:
+        raise _Stop("no MARK")
+    del state.stack[state.marks.pop():]
+
+
+def _argument(source, start, length):
+    if not source.ensure(start + length):
+        raise _Stop("data ends inside an argument")
+    return source.data[start:start + length]
+
+
+def _text_line(source, start, minimum=2):
+    line, end = source.line(start)
+    if line is None or len(line) < minimum:
+        raise _Stop("bad line")
+    return line[:-1], end
 
 
 def _c_string(line):
@@ -288,3 +164,307 @@ def _decimal(line):
     except (UnicodeDecodeError, ValueError):
         raise _Stop("not a number") from None
 
+
+# -- opcode handlers: (state, offset past the opcode) -> offset of the next opcode -------------
+# The opcodes that make the unpickler resolve a global (find_class) end the walk with IMPORTS:
+# GLOBAL, INST, STACK_GLOBAL and the copyreg extension codes.
+
+
+def _global(state, pos):
+    """GLOBAL: two lines, each at least one character and UTF-8."""
+    module, pos = _text_line(state.source, pos)
+    qualname, pos = _text_line(state.source, pos)
+    try:
+        name = f"{module.decode('utf-8')}.{qualname.decode('utf-8')}"
+    except UnicodeDecodeError:
+        raise _Stop("a GLOBAL name that is not UTF-8") from None
+    raise _Reached(Outcome(IMPORTS, name))
+
+
+def _inst(state, pos):
+    """INST: _pickle.c looks for its MARK before reading the name."""
+    if not state.marks:
+        raise _Stop("no MARK")
+    raise _Reached(Outcome(IMPORTS, "INST"))
+
+
+def _stack_global(state, pos):
+    _need(state, 2)
+    if state.stack[-1] is not TEXT or state.stack[-2] is not TEXT:
+        raise _Stop("STACK_GLOBAL without two strings")
+    raise _Reached(Outcome(IMPORTS, "STACK_GLOBAL"))
+
+
+def _extension(name):
+    """EXT1, EXT2, EXT4: the copyreg extension codes."""
+    def handler(state, pos):
+        raise _Reached(Outcome(IMPORTS, name))
+    return handler
+
+
+def _stop(state, pos):
+    _need(state, 1)
+    raise _Reached(Outcome(COMPLETES))
+
+
+def _pushes(kind):
+    """An opcode without an argument that pushes one value."""
+    def handler(state, pos):
+        state.stack.append(kind)
+        return pos
+    return handler
+
+
+def _fixed(length, kind):
+    """An opcode with an argument of `length` bytes that pushes one value."""
+    def handler(state, pos):
+        _argument(state.source, pos, length)
+        state.stack.append(kind)
+        return pos + length
+    return handler
+
+
+def _counted(width, signed, kind):
+    """An opcode with a counted payload: its length in `width` bytes, then the bytes."""
+    def handler(state, pos):
+        count = int.from_bytes(_argument(state.source, pos, width), "little", signed=signed)
+        if count < 0:
+            raise _Stop("negative length")
+        pos += width
+        if pos + count > state.source.size:
+            raise _Stop("data ends inside a value")
+        state.stack.append(kind)
+        return pos + count  # its bytes are never needed: a bad encoding would only stop it sooner
+    return handler
+
+
+def _mark(state, pos):
+    state.marks.append(len(state.stack))
+    return pos
+
+
+def _proto(state, pos):
+    if _argument(state.source, pos, 1)[0] > HIGHEST_PROTOCOL:
+        raise _Stop("unsupported protocol")
+    return pos + 1
+
+
+def _frame(state, pos):
+    """FRAME: its bytes must exist, or it stops."""
+    length = int.from_bytes(_argument(state.source, pos, 8), "little")
+    if pos + 8 + length > state.source.size:
+        raise _Stop("data ends inside a frame")
+    # Reading from a file, _pickle.c buffers exactly the frame and, when an argument runs
+    # past its end, refills from after the frame: the frame's unread bytes are dropped,
+    # so the opcodes it then reads are not the bytes in order (found by our red team).
+    raise _Undecided("it has a FRAME, which _pickle.c reads from a file differently than in order")
+
+
+def _binput(width):
+    """BINPUT, LONG_BINPUT (an index of `width` bytes) and MEMOIZE (width 0: the memo's size)."""
+    def handler(state, pos):
+        index = int.from_bytes(_argument(state.source, pos, width), "little") if width else len(state.memo)
+        _need(state, 1)
+        state.memo[index] = state.stack[-1]
+        return pos + width
+    return handler
+
+
+def _binget(width):
+    """BINGET, LONG_BINGET"""
+    def handler(state, pos):
+        index = int.from_bytes(_argument(state.source, pos, width), "little")
+        if index not in state.memo:
+            raise _Stop("memo entry missing")
+        state.stack.append(state.memo[index])
+        return pos + width
+    return handler
+
+
+def _put(state, pos):
+    """PUT: the line is read before the stack is checked."""
+    line, pos = _text_line(state.source, pos)
+    _need(state, 1)
+    state.memo[_decimal(_c_string(line))] = state.stack[-1]
+    return pos
+
+
+def _get(state, pos):
+    line, pos = _text_line(state.source, pos)
+    index = _decimal(_c_string(line))
+    if index not in state.memo:
+        raise _Stop("memo entry missing")
+    state.stack.append(state.memo[index])
+    return pos
+
+
+def _number(state, pos):
+    """INT, LONG, FLOAT"""
+    line, pos = _text_line(state.source, pos)
+    if not NUMBER_LINE.fullmatch(_c_string(line)):
+        raise _Stop("not a number")
+    state.stack.append(OTHER)
+    return pos
+
+
+def _string(state, pos):
+    """STRING: must be quoted."""
+    line, pos = _text_line(state.source, pos)
+    stripped = line.rstrip(b" \t\r")
+    if not any(len(s) >= 2 and s[:1] == s[-1:] and s[:1] in (b"'", b'"') for s in (line, stripped)):
+        raise _Stop("STRING not quoted")
+    state.stack.append(TEXT)
+    return pos
+
+
+def _unicode(state, pos):
+    _, pos = _text_line(state.source, pos, minimum=1)
+    state.stack.append(TEXT)
+    return pos
+
+
+def _cannot_go_on(state, pos):
+    """PERSID, BINPERSID: pickle.load has no persistent_load; REDUCE: nothing on the stack can be
+    called before a global is resolved; NEXT_BUFFER: no buffers given."""
+    raise _Stop("cannot go on")
+
+
+def _pop(state, pos):
+    """POP: a MARK on top is popped instead."""
+    if state.marks and state.marks[-1] == len(state.stack):
+        state.marks.pop()
+    else:
+        _need(state, 1)
+        state.stack.pop()
+    return pos
+
+
+def _pop_mark_opcode(state, pos):
+    _pop_mark(state)
+    return pos
+
+
+def _dup(state, pos):
+    _need(state, 1)
+    state.stack.append(state.stack[-1])
+    return pos
+
+
+def _tuple_of(count):
+    """TUPLE1-3"""
+    def handler(state, pos):
+        _need(state, count)
+        del state.stack[len(state.stack) - count:]
+        state.stack.append(OTHER)
+        return pos
+    return handler
+
+
+def _collect(state, pos):
+    """TUPLE, LIST, DICT, FROZENSET: the items above the MARK become one value."""
+    _pop_mark(state)
+    state.stack.append(OTHER)
+    return pos
+
+
+def _add_items(state, pos):
+    """APPENDS, SETITEMS, ADDITEMS: into the item below the MARK."""
+    _pop_mark(state)
+    _need(state, 1)
+    return pos
+
+
+def _takes(count, pops):
+    """APPEND, SETITEM, BUILD (on a plain value it can only fail or do nothing), READONLY_BUFFER:
+    need `count` items and leave all but `pops` of them."""
+    def handler(state, pos):
+        _need(state, count)
+        if pops:
+            del state.stack[-pops:]
+        return pos
+    return handler
+
+
+def _builds_object(state, pos):
+    """OBJ, NEWOBJ, NEWOBJ_EX: need a class, which needs a global."""
+    raise _Undecided("it builds an object")
+
+
+def _unknown(state, pos):
+    raise _Stop("unknown opcode")
+
+
+_HANDLERS = {  # opcode byte (pickle's constant): handler
+    b'c': _global,  # GLOBAL
+    b'i': _inst,  # INST
+    b'\x93': _stack_global,  # STACK_GLOBAL
+    b'\x82': _extension("EXT1"),  # EXT1
+    b'\x83': _extension("EXT2"),  # EXT2
+    b'\x84': _extension("EXT4"),  # EXT4
+    b'N': _pushes(OTHER),  # NONE
+    b'\x88': _pushes(OTHER),  # NEWTRUE
+    b'\x89': _pushes(OTHER),  # NEWFALSE
+    b'}': _pushes(OTHER),  # EMPTY_DICT
+    b']': _pushes(OTHER),  # EMPTY_LIST
+    b')': _pushes(OTHER),  # EMPTY_TUPLE
+    b'\x8f': _pushes(OTHER),  # EMPTY_SET
+    b'J': _fixed(4, OTHER),  # BININT
+    b'K': _fixed(1, OTHER),  # BININT1
+    b'M': _fixed(2, OTHER),  # BININT2
+    b'G': _fixed(8, OTHER),  # BINFLOAT
+    b'X': _counted(4, False, TEXT),  # BINUNICODE
+    b'\x8c': _counted(1, False, TEXT),  # SHORT_BINUNICODE
+    b'\x8d': _counted(8, False, TEXT),  # BINUNICODE8
+    b'T': _counted(4, True, TEXT),  # BINSTRING (decoded as utf-8)
+    b'U': _counted(1, False, TEXT),  # SHORT_BINSTRING
+    b'B': _counted(4, False, OTHER),  # BINBYTES
+    b'C': _counted(1, False, OTHER),  # SHORT_BINBYTES
+    b'\x8e': _counted(8, False, OTHER),  # BINBYTES8
+    b'\x96': _counted(8, False, OTHER),  # BYTEARRAY8
+    b'\x8a': _counted(1, False, OTHER),  # LONG1
+    b'\x8b': _counted(4, True, OTHER),  # LONG4
+    b'(': _mark,  # MARK
+    b'.': _stop,  # STOP
+    b'\x80': _proto,  # PROTO
+    b'\x95': _frame,  # FRAME
+    b'q': _binput(1),  # BINPUT
+    b'r': _binput(4),  # LONG_BINPUT
+    b'\x94': _binput(0),  # MEMOIZE
+    b'h': _binget(1),  # BINGET
+    b'j': _binget(4),  # LONG_BINGET
+    b'p': _put,  # PUT
+    b'g': _get,  # GET
+    b'I': _number,  # INT
+    b'L': _number,  # LONG
+    b'F': _number,  # FLOAT
+    b'S': _string,  # STRING
+    b'V': _unicode,  # UNICODE
+    b'P': _cannot_go_on,  # PERSID
+    b'Q': _cannot_go_on,  # BINPERSID
+    b'R': _cannot_go_on,  # REDUCE
+    b'\x97': _cannot_go_on,  # NEXT_BUFFER
+    b'0': _pop,  # POP
+    b'1': _pop_mark_opcode,  # POP_MARK
+    b'2': _dup,  # DUP
+    b'\x85': _tuple_of(1),  # TUPLE1
+    b'\x86': _tuple_of(2),  # TUPLE2
+    b'\x87': _tuple_of(3),  # TUPLE3
+    b't': _collect,  # TUPLE
+    b'l': _collect,  # LIST
+    b'd': _collect,  # DICT
+    b'\x91': _collect,  # FROZENSET
+    b'e': _add_items,  # APPENDS
+    b'u': _add_items,  # SETITEMS
+    b'\x90': _add_items,  # ADDITEMS
+    b'a': _takes(2, 1),  # APPEND
+    b's': _takes(3, 2),  # SETITEM
+    b'b': _takes(2, 1),  # BUILD
+    b'\x98': _takes(1, 0),  # READONLY_BUFFER
+    b'o': _builds_object,  # OBJ
+    b'\x81': _builds_object,  # NEWOBJ
+    b'\x92': _builds_object,  # NEWOBJ_EX
+}
+_DISPATCH = [_unknown] * 256  # indexed by opcode byte
+for _opcode, _handler in _HANDLERS.items():
+    _DISPATCH[_opcode[0]] = _handler
+del _opcode, _handler

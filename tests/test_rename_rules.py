@@ -486,3 +486,176 @@ def calls_to_plan(entries, to):
 def test_planning_work_grows_linearly_with_the_keys(to, make_entries):
     small, large = calls_to_plan(make_entries(500), to), calls_to_plan(make_entries(2000), to)
     assert large < 4.5 * small, (small, large)  # four times the keys: four times the calls, not sixteen
+
+
+# -- mutation-testing gaps (mutmut over rename.py) ---------------------------------------------
+
+from pth_legacy_keys.rename import is_weight_norm_magnitude, shown_name, split_legacy, split_parametrized  # noqa: E402
+
+
+def test_split_parametrized_edges():
+    # a candidate not after a dot is skipped for an earlier one (not the end of the search)
+    assert split_parametrized("m.parametrizations.w.xparametrizations.y") == ("m.", "w", "xparametrizations.y")
+    assert split_parametrized("xparametrizations.w.original0") is None
+    assert split_parametrized("parametrizations..original0") is None  # an empty param
+    assert split_parametrized("a.parametrizations.w.") is None  # an empty leaf
+    assert split_parametrized("a.parametrizations.w") is None
+    assert split_parametrized("a.parametrizations.w.x") == ("a.", "w", "x")
+
+
+def test_split_legacy_edges():
+    assert split_legacy("dec.ups.0.weight_g", "_g") == ("dec.ups.0.", "weight")
+    assert split_legacy("a._g", "_g") is None
+    assert split_legacy("_g", "_g") is None
+
+
+def test_shown_name_keeps_a_name_of_exactly_the_limit():
+    assert shown_name("a" * 200) == "a" * 200
+    assert shown_name("a" * 201) == "a" * 120 + "...[41 characters]..." + "a" * 40
+
+
+def test_is_weight_norm_magnitude_edges():
+    assert is_weight_norm_magnitude((3, 1), (3,)) is False
+    assert is_weight_norm_magnitude((3, 1), (3, 3, 1)) is False
+    assert is_weight_norm_magnitude((1, 1), (1, 5)) is True
+    assert is_weight_norm_magnitude((1, 1), (2, 3)) is False
+
+
+def test_a_long_shape_is_shown_by_its_start_and_length():
+    g, v = (2,) * 17, (3,) * 17
+    result = plan(dict_of([("m", dict_of([(P + "original0", g), (P + "original1", v)]))]), LEGACY)
+    assert problems(result) == [("m", "a.weight", (
+        "original0 of shape (2, 2, 2, 2, 2, 2, 2, 2, ... 17 dimensions) is not a weight-norm magnitude of "
+        "original1 of shape (3, 3, 3, 3, 3, 3, 3, 3, ... 17 dimensions) (a custom parametrization?)"))]
+    result = plan(dict_of([("m", dict_of([(P + "original0", (2,) * 16), (P + "original1", (3,) * 16)]))]), LEGACY)
+    assert str((2,) * 16) in problems(result)[0][2]
+
+
+@pytest.mark.parametrize("weight, u, v, ok", [
+    ((4, 1), (4,), (1,), True), ((0, 3), (0,), (3,), True), ((4, 5), (4,), (3,), False), ((4, 3), (4,), (3,), True),
+])
+def test_spectral_norm_shapes_edges(weight, u, v, ok):
+    entries = [(P + "original", weight), (P + "0._u", u), (P + "0._v", v)]
+    result = plan(dict_of([("m", dict_of(entries))]), LEGACY)
+    assert (result.problems == []) is ok and (len(result.renames) == 3) is ok
+
+
+def test_shape_checks_are_remembered_per_pair_of_tensors():
+    good_v, bad_g = Tensor(None, (3, 2)), Tensor(None, (4, 1))
+    # two modules share original1 (the memo); only b's original0 is wrong
+    sd = dict_of([("a.parametrizations.weight.original0", (3, 1)), ("a.parametrizations.weight.original1", good_v),
+                  ("b.parametrizations.weight.original0", bad_g), ("b.parametrizations.weight.original1", good_v)])
+    assert [p.module for p in plan(dict_of([("m", sd)]), LEGACY).problems] == ["b.weight"]
+    shared_g = Tensor(None, (3, 1))
+    sd = dict_of([("a.parametrizations.weight.original0", shared_g), ("a.parametrizations.weight.original1", (3, 2)),
+                  ("b.parametrizations.weight.original0", shared_g), ("b.parametrizations.weight.original1", (4, 2))])
+    assert [p.module for p in plan(dict_of([("m", sd)]), LEGACY).problems] == ["b.weight"]
+    for bad in ("weight", "u", "v"):
+        parts = {"weight": Tensor(None, (6, 4)), "u": Tensor(None, (6,)), "v": Tensor(None, (4,))}
+        other = dict(parts, **{bad: Tensor(None, (5, 5) if bad == "weight" else (5,))})
+        sd = dict_of([("a.parametrizations.weight.original", parts["weight"]), ("a.parametrizations.weight.0._u", parts["u"]),
+                      ("a.parametrizations.weight.0._v", parts["v"]),
+                      ("b.parametrizations.weight.original", other["weight"]), ("b.parametrizations.weight.0._u", other["u"]),
+                      ("b.parametrizations.weight.0._v", other["v"])])
+        assert [p.module for p in plan(dict_of([("m", sd)]), LEGACY).problems] == ["b.weight"], bad
+
+
+def test_a_parametrization_of_no_family_does_not_end_the_search():
+    sd = dict_of([("o.parametrizations.weight.original", (3, 3)), (P + "original0", (3, 1)), (P + "original1", (3, 2))])
+    assert [r.new for r in plan(dict_of([("m", sd)]), LEGACY).renames] == ["a.weight_g", "a.weight_v"]
+
+
+def test_to_parametrized_goes_by_each_modules_first_source_key():
+    sd = dict_of([("b.weight_g", (3, 1)), ("a.weight_v", (3, 2)), ("a.weight_g", (3, 1)), ("b.weight_v", (3, 2))])
+    assert [r.old for r in plan(dict_of([("m", sd)]), PARAMETRIZED).renames] == [
+        "b.weight_g", "b.weight_v", "a.weight_g", "a.weight_v"]
+
+
+def weight_norm_dict():
+    return dict_of([(P + "original0", (3, 1)), (P + "original1", (3, 2))])
+
+
+@pytest.mark.parametrize("before", [text("x"), Bytes(text("x")), 1.5])
+def test_a_string_or_bytes_before_a_state_dict_does_not_end_the_survey(before):
+    result = plan([before, weight_norm_dict()], LEGACY)
+    assert [(r.where, r.new) for r in result.renames] == [("[1]", "a.weight_g"), ("[1]", "a.weight_v")]
+
+
+def test_a_top_level_list_is_not_param_names():
+    result = plan([weight_norm_dict(), text(P + "original0")], LEGACY)
+    assert (len(result.renames), result.param_names) == (2, [])
+
+
+def test_places_under_keys_that_are_not_strings():
+    root = Dict()
+    inner = Dict()
+    inner.items = [(3, weight_norm_dict()), (True, weight_norm_dict()), (1.5, weight_norm_dict()),
+                   ((text("t"),), weight_norm_dict())]
+    root.items = [(text("k" * 100), inner)]
+    wheres = [r.where for r in plan(root, LEGACY).renames][::2]
+    k = "k" * 36 + "...[52 characters]..." + "k" * 12
+    assert wheres == [k + "[3]", k + "[True]", k + "[float]", k + "[tuple]"]
+
+
+def test_a_key_that_is_not_a_string_is_a_use_of_what_it_holds():
+    sd = weight_norm_dict()
+    key = sd.items[0][0]
+    root = Dict()
+    root.items = [(text("m"), sd), ((key,), 1)]
+    result = plan(root, LEGACY)
+    assert problems(result) == [("m", "a.weight", "the string '" + P + "original0' is also used outside state-dict "
+                                 "keys, so renaming it would change a value")]
+    root.items = [(text("m"), sd), (1, [text(P + "original0")])]  # a list under a non-string key: no param_names
+    assert (len(plan(root, LEGACY).renames), plan(root, LEGACY).param_names) == (2, [])
+
+
+def test_metadata_is_surveyed_and_named_in_places():
+    sd = weight_norm_dict()
+    top = Dict(ordered=True)
+    top.metadata = dict_of([("m", sd)])
+    assert [r.where for r in plan(top, LEGACY).renames] == ["_metadata.m"] * 2
+    assert [r.where for r in plan(dict_of([("model", top)]), LEGACY).renames] == ["model._metadata.m"] * 2
+    # metadata keys are uses of their strings
+    sd = weight_norm_dict()
+    holder = Dict(ordered=True)
+    holder.items = [(text("x"), 1)]
+    holder.metadata = Dict()
+    holder.metadata.items = [(sd.items[0][0], 1)]
+    result = plan(dict_of([("m", sd), ("h", holder)]), LEGACY)
+    assert [p.module for p in result.problems] == ["a.weight"]
+    # a state dict that is also some dict's metadata is planned once
+    sd = weight_norm_dict()
+    holder = Dict(ordered=True)
+    holder.metadata = sd
+    assert len(plan(dict_of([("h", holder), ("m", sd)]), LEGACY).renames) == 2
+
+
+def test_long_places_are_shortened_to_the_path_limit():
+    def place(*keys):
+        root = weight_norm_dict()
+        for key in reversed(keys):
+            root = dict_of([(key, root)])
+        return plan(root, LEGACY).renames[0].where
+    exact = place("a" * 60, "b" * 60, "c" * 60, "d" * 17)  # 200 characters
+    assert exact == ".".join(["a" * 60, "b" * 60, "c" * 60, "d" * 17])
+    long = ".".join(["a" * 60, "b" * 60, "c" * 60, "d" * 18])
+    assert place("a" * 60, "b" * 60, "c" * 60, "d" * 18) == long[:100] + "....." + long[-95:]
+
+
+def test_a_param_names_string_used_elsewhere_is_a_problem_at_its_place():
+    keys = [text(P + "original0"), text(P + "original1")]
+    entry = text(P + "original0")
+    root = optimizer_checkpoint(keys, [entry])
+    root.items.append((text("note"), entry))
+    result = plan(root, LEGACY)
+    assert problems(result) == [("optimizer.param_groups[0].param_names[0]", P + "original0",
+                                 "the string '" + P + "original0' is also used outside state-dict keys, "
+                                 "so renaming it would change a value")]
+
+
+def test_every_param_names_string_is_followed():
+    keys = [text(P + "original0"), text(P + "original1")]
+    root = optimizer_checkpoint(keys, [])
+    root.items.append((text("param_names"), text(P + "original0")))
+    root.items.append((text("x"), dict_of([("param_names", P + "original1")])))
+    assert [r.new for r in plan(root, LEGACY).param_names] == ["a.weight_g", "a.weight_v"]

@@ -587,3 +587,157 @@ def test_the_dispatch_table_is_keyed_by_pickles_own_opcodes():
     assert len(entries) == len(pickle_walk._HANDLERS) > 30
     for literal, name in entries:
         assert eval(literal) == getattr(pickle, name), name  # noqa: S307 (a bytes literal from our source)
+
+
+# -- 6. mutation-testing gaps (mutmut over pickle_walk.py) -------------------------------------
+
+def tensor_v2(size=(3,), stride=(1,), metadata=b"", key="k"):
+    """torch._utils._rebuild_tensor_v2(storage, 0, size, stride, False, OrderedDict()[, metadata])."""
+    def ints(values):
+        return pickle.MARK + b"".join(int1(v) if type(v) is int else v for v in values) + pickle.TUPLE
+    return (global_("torch._utils", "_rebuild_tensor_v2") + pickle.MARK + text(key) + pickle.BINPERSID
+            + int1(0) + (size if type(size) is bytes else ints(size)) + ints(stride) + pickle.NEWFALSE
+            + ORDERED_DICT + metadata + pickle.TUPLE + pickle.REDUCE)
+
+
+def tensor_v3(count=7, dtype=global_("torch", "float16"), extra=b""):
+    """torch._utils._rebuild_tensor_v3 with `count` arguments: args[6] is `dtype`, args[7] `extra`."""
+    args = (text("k") + pickle.BINPERSID + int1(0) + int1(3) + pickle.TUPLE1 + int1(1) + pickle.TUPLE1
+            + pickle.NEWFALSE + ORDERED_DICT + dtype + extra)
+    args += pickle.NONE * (count - 7 - (1 if extra else 0))
+    return global_("torch._utils", "_rebuild_tensor_v3") + pickle.MARK + args + pickle.TUPLE + pickle.REDUCE
+
+
+V3_REFUSED = "the pickle calls 'torch._utils._rebuild_tensor_v3' with arguments a plain checkpoint never has"
+METADATA_NEG = pickle.EMPTY_DICT + text("neg") + pickle.NEWTRUE + pickle.SETITEM
+
+
+def test_rebuild_tensor_v3_takes_its_dtype_from_its_seventh_argument():
+    assert root_of(stream(tensor_v3())) == ("tensor", "k", (3,), "float16")
+    assert root_of(stream(tensor_v3(extra=METADATA_NEG, count=8))) == ("tensor", "k", (3,), "float16")
+    assert failure(stream(tensor_v3(count=8, extra=int1(1)))) == (Refused, V3_REFUSED)  # args[7] is no metadata
+    for count in (6, 9):
+        assert failure(stream(tensor_v3(count=count) if count > 7 else
+                              global_("torch._utils", "_rebuild_tensor_v3") + pickle.MARK + text("k")
+                              + pickle.BINPERSID + int1(0) + int1(3) + pickle.TUPLE1 + int1(1) + pickle.TUPLE1
+                              + pickle.NEWFALSE + ORDERED_DICT + pickle.TUPLE + pickle.REDUCE)) == (Refused, V3_REFUSED)
+    for not_a_dtype in (int1(1), global_("torch", "FloatStorage")):
+        assert failure(stream(tensor_v3(dtype=not_a_dtype))) == (Refused, V3_REFUSED)
+
+
+def test_rebuild_tensor_shape_is_its_size_and_both_must_be_tuples_of_ints():
+    assert root_of(stream(tensor_v2(size=(3, 2), stride=(2, 1)))) == ("tensor", "k", (3, 2), None)
+    refused = "the pickle calls 'torch._utils._rebuild_tensor_v2' with arguments a plain checkpoint never has"
+    half = pickle.BINFLOAT + struct.pack(">d", 0.5)
+    for size, stride in [((half,), (1,)), ((1,), (half,)), (int1(3), (1,))]:
+        assert failure(stream(tensor_v2(size=size, stride=stride))) == (Refused, refused)
+
+
+def test_a_tuple_checked_for_one_tensor_is_kept_alive_so_a_new_tuple_cannot_take_its_id():
+    # The first tensor's stride tuple is dropped after its REDUCE; the next 1-tuples are new objects,
+    # likely at its address: a checked cache keyed by an id it does not keep alive would pass them.
+    half = pickle.BINFLOAT + struct.pack(">d", 0.5)
+    bad = [tensor_v2(size=(half,), stride=(1,)), tensor_v2(size=(3,), stride=(half,))]
+    for later in bad:
+        data = stream(pickle.EMPTY_LIST, pickle.MARK, tensor_v2(), later, pickle.APPENDS)
+        assert failure(data)[0] is Refused
+
+
+def test_tensor_metadata_shared_through_the_memo_is_accepted_each_time():
+    shared = METADATA_NEG + pickle.BINPUT + b"\x07"
+    again = pickle.BINGET + b"\x07"
+    root = root_of(stream(pickle.EMPTY_LIST, pickle.MARK, tensor_v2(metadata=shared), tensor_v2(metadata=again),
+                          pickle.APPENDS))
+    assert root == [("tensor", "k", (3,), None)] * 2
+
+
+def test_a_parameter_is_its_tensor_and_freezes_its_backward_hooks():
+    hooks = global_("collections", "OrderedDict") + pickle.EMPTY_TUPLE + pickle.REDUCE + pickle.BINPUT + b"\x09"
+    parameter = (global_("torch._utils", "_rebuild_parameter") + pickle.MARK + tensor_v2() + pickle.NEWTRUE
+                 + hooks + pickle.TUPLE + pickle.REDUCE)
+    assert root_of(stream(parameter)) == ("tensor", "k", (3,), None)
+    later = pickle.BINGET + b"\x09" + text("h") + int1(1) + pickle.SETITEM
+    assert failure(stream(pickle.EMPTY_LIST, pickle.MARK, parameter, later, pickle.APPENDS)) == (
+        Refused, "the pickle applies SETITEM to a dict after a tensor rebuild took it as an argument")
+
+
+@pytest.mark.parametrize("args, ok", [
+    (text("ab") + text("latin1"), True), (int1(1) + text("latin1"), False), (text("ab") + text("utf-8"), False),
+    (text("ab") + int1(1), False),
+])
+def test_codecs_encode_is_bytes_only_from_text_and_latin1(args, ok):
+    data = stream(global_("_codecs", "encode"), args, pickle.TUPLE2, pickle.REDUCE)
+    if ok:
+        assert root_of(data) == ("bytes", "ab")
+    else:
+        assert failure(data) == (Refused, "the pickle calls '_codecs.encode' in a way a plain checkpoint never does")
+
+
+def test_build_sets_only_a_metadata_dict_named_metadata():
+    for attributes in (pickle.EMPTY_DICT + text("_other") + pickle.EMPTY_DICT + pickle.SETITEM,
+                       pickle.EMPTY_DICT + text("_metadata") + int1(1) + pickle.SETITEM,
+                       pickle.EMPTY_DICT + int1(1) + pickle.EMPTY_DICT + pickle.SETITEM):
+        assert failure(stream(ORDERED_DICT, attributes, pickle.BUILD)) == (
+            Refused, "the pickle sets object state (BUILD) in a way a plain checkpoint never does")
+
+
+def test_setitems_and_appends_on_the_wrong_container_name_their_opcode():
+    assert failure(stream(pickle.EMPTY_LIST, pickle.MARK, int1(1), int1(2), pickle.SETITEMS)) == (
+        Refused, "the pickle applies SETITEMS to something that is not a dict")
+    assert failure(stream(pickle.EMPTY_DICT, pickle.MARK, int1(1), pickle.APPENDS)) == (
+        Refused, "the pickle applies APPENDS to something that is not a list")
+
+
+def test_a_value_ending_exactly_at_the_end_of_the_data_is_a_missing_stop():
+    stop = (Truncated, "the pickle ends before its STOP opcode")
+    for value in (long1(5, 1), pickle.BINFLOAT + struct.pack(">d", 0.5), text("ab")):
+        assert failure(PROTO2 + value) == stop
+
+
+def test_global_name_length_limits_are_exact():
+    longer = (Refused, "the pickle imports a name longer than 255 characters")
+    for module, name in (("m" * 256, "x"), ("m" * 600, "x"), ("torch", "n" * 256)):
+        assert failure(stream(pickle.GLOBAL + f"{module}\n{name}\n".encode(), b"\x00" * 600)) == longer
+    assert failure(stream(global_("m" * 255, "x"))) == (
+        Refused, f"the pickle imports '{'m' * 255}.x', which a plain checkpoint never does")
+    assert failure(stream(pickle.GLOBAL + b"torch\n\n" + b"x\n")) == (
+        Refused, "the pickle imports 'torch.', which a plain checkpoint never does")
+    # with no newline in reach: truncated while fewer than 512 bytes follow the opcode, else refused
+    assert failure(PROTO2 + pickle.GLOBAL + b"m" * 511) == (Truncated, "the pickle ends inside a GLOBAL opcode")
+    assert failure(PROTO2 + pickle.GLOBAL + b"m" * 512) == longer
+    after = PROTO2 + text("s" * 600) + pickle.GLOBAL + b"m" * 300
+    assert failure(after) == (Truncated, "the pickle ends inside a GLOBAL opcode")
+
+
+@pytest.mark.parametrize("module, hint", [("numpy.core.multiarray", "numpy"), ("numpy", "numpy"),
+                                          ("datetime", "datetime"), ("numpyx.y", None)])
+def test_a_global_refusal_hints_by_the_modules_first_segment(module, hint):
+    message = failure(stream(global_(module, "scalar")))[1]
+    assert message == f"the pickle imports '{module}.scalar', which a plain checkpoint never does" + (
+        pickle_walk.HINTS[hint] if hint else "")
+
+
+def test_the_tree_check_goes_on_past_a_shared_node_and_visits_it_once():
+    shared_list = pickle.EMPTY_LIST + pickle.BINPUT + b"\x01"
+    # [OrderedDict (the global itself), x, x]: x is looked at last-to-first, twice, then the global
+    data = stream(pickle.MARK, global_("collections", "OrderedDict"), shared_list, pickle.BINGET + b"\x01",
+                  pickle.TUPLE)
+    assert failure(data) == (Refused, "the pickle holds 'collections.OrderedDict' itself as a value, which a "
+                                      "plain checkpoint never does")
+    # 60 levels of [x, x]: 2**60 paths, 60 nodes
+    parts = [pickle.EMPTY_LIST, pickle.BINPUT + b"\x00"]
+    for level in range(1, 61):
+        parts += [pickle.BINGET + bytes([level - 1]), pickle.TUPLE2, pickle.BINPUT + bytes([level])]
+    assert len(walk(stream(*parts), 0, storage).root) == 2
+
+
+def test_storage_type_helpers():
+    untyped = pickle_walk.Global("torch.storage", "UntypedStorage", pickle_walk.STORAGE)
+    half = pickle_walk.Global("torch", "HalfStorage", pickle_walk.STORAGE)
+    assert (pickle_walk.storage_type_dtype(untyped), pickle_walk.storage_type_size(untyped)) == (None, 1)
+    assert (pickle_walk.storage_type_dtype(half), pickle_walk.storage_type_size(half)) == ("float16", 2)
+    for other in (pickle_walk.Global("torch", "float16", pickle_walk.DTYPE), 3, None):
+        with pytest.raises(Refused) as caught:
+            pickle_walk.storage_type_size(other)
+        assert str(caught.value) == "the pickle names a storage type that is not a torch storage class"
+    assert Storage("k", 4, 3, "float32", "cuda:0").location == "cuda:0"

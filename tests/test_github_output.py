@@ -11,8 +11,7 @@ from pth_legacy_keys import github
 from pth_legacy_keys.cli import main
 from pth_legacy_keys.github import escape_data, escape_property, fix_command, job_summary, publish
 from pth_legacy_keys.report import FileReport
-
-LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 3\n"
+from support import LFS_POINTER, parse_file_command
 
 
 @pytest.fixture
@@ -22,24 +21,6 @@ def github_files(tmp_path, monkeypatch):
     monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
     monkeypatch.chdir(tmp_path)
     return summary, outputs
-
-
-def parse_outputs(text):
-    """GitHub's GITHUB_OUTPUT syntax: name=value, or name<<DELIMITER ... DELIMITER."""
-    outputs, lines = {}, iter(text.splitlines())
-    for line in lines:
-        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
-            name, delimiter = line.split("<<", 1)
-            value = []
-            for inner in lines:
-                if inner == delimiter:
-                    break
-                value.append(inner)
-            outputs[name] = "\n".join(value)
-        else:
-            name, value = line.split("=", 1)
-            outputs[name] = value
-    return outputs
 
 
 def test_escaping_follows_the_workflow_command_rules():
@@ -64,7 +45,7 @@ def test_annotations_summary_and_outputs_for_a_check(tmp_path, github_files, cap
     assert "| `models/new.pth` | needs-fix | 4 | `0.parametrizations.weight.original0` |" in text
     assert "| `models/old.pth` | ok |  |  |" in text
     assert "pth-legacy-keys fix -- models/new.pth" in text and "id: fix-pth-legacy-keys" in text
-    assert parse_outputs(outputs.read_text()) == {
+    assert parse_file_command(outputs.read_text()) == {
         "checked": "2", "offending": "1", "offending-files": "models/new.pth",
         "offending-files-json": '["models/new.pth"]', "offending-files-complete": "true", "modified": "false",
         "report": "report.json"}
@@ -77,8 +58,8 @@ def test_fix_sets_modified_and_notices_each_file(tmp_path, github_files, capsys)
     code, out = run(capsys, "fix", "--output", "github", "voice.pth")
     assert code == 0
     assert out.splitlines()[0] == "::notice file=voice.pth,title=fixed::fixed: renamed 4 keys to legacy names"
-    assert parse_outputs(outputs.read_text())["modified"] == "true"
-    assert parse_outputs(outputs.read_text())["offending"] == "0"
+    assert parse_file_command(outputs.read_text())["modified"] == "true"
+    assert parse_file_command(outputs.read_text())["offending"] == "0"
 
 
 def test_a_file_name_cannot_forge_a_workflow_command(tmp_path, github_files, capsys):
@@ -94,7 +75,7 @@ def test_a_file_name_cannot_forge_a_workflow_command(tmp_path, github_files, cap
     assert "file=evil%0A%3A%3Aerror%3A%3Aforged.pth," in out
     assert "file=a%2Ctitle=x%3A%3Ay.pth," in out
     assert "evil\\n::error::forged.pth" in summary.read_text()  # one table row, control character spelled out
-    assert parse_outputs(outputs.read_text())["offending"] == "3"
+    assert parse_file_command(outputs.read_text())["offending"] == "3"
 
 
 def test_lfs_pointer_fails_with_the_checkout_hint(tmp_path, github_files, capsys):
@@ -121,7 +102,7 @@ def test_at_most_ten_annotations_of_a_kind(tmp_path, github_files, capsys):
     assert out.splitlines()[9] == ("::error title=pth-legacy-keys::3 more files; the job summary and the JSON "
                                    "report (the `report` output) list them")
     assert all(f"| `{name}` | needs-fix |" in summary.read_text() for name in names)
-    assert parse_outputs(outputs.read_text())["offending-files"].splitlines() == names
+    assert parse_file_command(outputs.read_text())["offending-files"].splitlines() == names
 
 
 def test_summary_shows_the_file_s_words_as_code_spans():
@@ -304,3 +285,13 @@ def test_a_summary_that_cannot_be_written_is_one_line_after_the_results(tmp_path
         f"pth-legacy-keys: cannot write the job summary to {tmp_path / 'no-such-folder' / 'summary.md'} "
         "($GITHUB_STEP_SUMMARY): No such file or directory"]
     assert "modified=true" in (tmp_path / "outputs.txt").read_text()
+
+
+def test_annotations_spell_out_control_characters_from_the_file(tmp_path, github_files, capsys):
+    """A name or a global from the file may hold an escape code or a vertical tab: never raw in a log."""
+    name = "red\x1b[31m\x0bvoice.pth"
+    copy_of(tmp_path, PARAMETRIZED, name)
+    code, out = run(capsys, "check", "--output", "github", name)
+    assert code == 1
+    assert "\x1b" not in out and "\x0b" not in out
+    assert "file=red\\x1b[31m\\x0bvoice.pth," in out

@@ -90,8 +90,10 @@ def _annotations(reports, report_path=None):
         found = [_annotation(report)] + [("warning", "will not load in legacy RVC software", warning)
                                          for warning in report.warnings]
         for kind, title, message in filter(None, found):
-            by_kind[kind].append(f"::{kind} file={escape_property(report.path)},"
-                                 f"title={escape_property(title)}::{escape_data(message)}")
+            # Spelled out like the text output: a file's raw control characters (an escape code,
+            # a vertical tab other readers take for a line break) never reach the log.
+            by_kind[kind].append(f"::{kind} file={escape_property(_annotated_name(report.path))},"
+                                 f"title={escape_property(title)}::{escape_data(printable(message))}")
     lines = []
     for kind, annotations in by_kind.items():
         if len(annotations) > MAX_ANNOTATIONS:
@@ -101,6 +103,12 @@ def _annotations(reports, report_path=None):
                 f"{where_every_file_is(report_path)} list them"]
         lines.extend(annotations)
     return lines
+
+
+def _annotated_name(path):
+    """The name GitHub links an annotation to: as is where the workflow-command escapes carry it
+    (CR and LF have theirs), spelled out where a raw control character would reach the log."""
+    return path if path.replace("\r", "").replace("\n", "").isprintable() else printable(path)
 
 
 # -- the job summary ------------------------------------------------------------------------------

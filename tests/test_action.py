@@ -19,23 +19,13 @@ import pytest
 from helpers import LEGACY, PARAMETRIZED
 
 yaml = pytest.importorskip("yaml", reason="pyyaml comes with the test extra: pip install -e '.[test]'")
-from action_runner import parse_file_command, run_action, runner_lines  # noqa: E402 (needs yaml)
+from action_runner import run_action, runner_lines  # noqa: E402 (needs yaml)
+from support import LFS_POINTER, git, parse_file_command  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTION = ROOT / "action.yml"
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
-               b"oid sha256:" + b"4d7a" * 16 + b"\nsize 123\n")
 # A workflow command starts a line, after leading whitespace (the runner trims it).
 COMMAND = re.compile(r"^\s*::([A-Za-z-]+)(?: ([^:]*))?::(.*)$")
-
-
-def git(*args, cwd):
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False,
-                            env={**os.environ, **GIT_IDENTITY})
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout.decode()
 
 
 def unescape_property(text):
@@ -110,7 +100,7 @@ class ModelRepository:
         shutil.copyfile(PARAMETRIZED, path / "models/already.pth")
         git("add", "-A", cwd=path)
         git("commit", "-q", "-m", "base", cwd=path)
-        self.base = git("rev-parse", "HEAD", cwd=path).strip()
+        self.base = git("rev-parse", "HEAD", cwd=path).stdout.strip()
         git("checkout", "-q", "-b", "pr", cwd=path)
         for name, content in pr_files.items():
             (path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -123,13 +113,13 @@ class ModelRepository:
         git("checkout", "-q", "--detach", "main", cwd=path)
         git("merge", "-q", "--no-ff", "-m", "Merge pr into main", "pr", cwd=path)
         git("update-ref", "refs/remotes/origin/main", "main", cwd=path)
-        self.sha = git("rev-parse", "HEAD", cwd=path).strip()
+        self.sha = git("rev-parse", "HEAD", cwd=path).stdout.strip()
 
     def snapshot(self):
         return {p: p.read_bytes() for p in sorted((self.path / "models").iterdir())}
 
     def status(self):
-        return git("status", "--porcelain", cwd=self.path)
+        return git("status", "--porcelain", cwd=self.path).stdout
 
 
 @pytest.fixture
@@ -238,7 +228,7 @@ def test_fix_changed_only_rewrites_the_new_model_for_legacy_loaders(model_repo, 
     model.load_state_dict(weights, strict=True)
     assert (repo.path / "models/already.pth").read_bytes() == already
     assert repo.status() == " M models/new.pth\n"  # rewritten in the workspace, never committed
-    assert git("rev-parse", "HEAD", cwd=repo.path).strip() == repo.sha
+    assert git("rev-parse", "HEAD", cwd=repo.path).stdout.strip() == repo.sha
 
 
 HOSTILE_NAMES = ["models/evil%0A::error::forged.pth", "models/evil\n::error::forged.pth",
@@ -269,7 +259,7 @@ def test_file_name_with_a_newline_is_examined_not_skipped(model_repo, run):
 
 
 def test_lfs_pointer_fails_with_a_hint(model_repo, run):
-    repo = model_repo({"models/new.pth": LFS_POINTER})
+    repo = model_repo({"models/new.pth": LFS_POINTER.encode()})
     result = run(repo, mode="check", **{"changed-only": "true"})
     assert result.exit_code != 0, result.stdout + result.stderr
     messages = errors_about(result.stdout, "models/new.pth")

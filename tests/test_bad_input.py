@@ -11,19 +11,14 @@ import random
 import struct
 import subprocess
 import sys
-import warnings
 import zipfile
 
 import pytest
 from helpers import LEGACY_FORMAT, PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import scan
+from support import LFS_POINTER, PROTO2, global_, number, text, write_zip, zip_records
 
 PREFIX = "parametrized/"
-LFS_POINTER = (
-    "version https://git-lfs.github.com/spec/v1\n"
-    "oid sha256:" + "4d7a" * 16 + "\n"
-    "size 12345\n"
-)
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -44,17 +39,7 @@ def assert_rejected(capsys, path, status, reason, *options):
             assert path.read_bytes() == before
 
 def fixture_records(source=PARAMETRIZED):
-    with zipfile.ZipFile(source) as archive:
-        return [(info.filename, archive.read(info)) for info in archive.infolist()]
-
-
-def write_zip(path, records, compression=zipfile.ZIP_STORED):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zipfile only warns about duplicate names
-        with zipfile.ZipFile(path, "w", compression) as archive:
-            for name, data in records:
-                archive.writestr(name, data)
-    return path
+    return zip_records(source)
 
 
 def central_entry(data, name):
@@ -77,25 +62,7 @@ def patched_central_entry(data, name, field_offset, fmt, change):
     return bytes(data)
 
 
-# Pickle opcodes, spelled out so each payload says exactly what it holds.
-PROTO2 = b"\x80\x02"
-
-
-def text(value):
-    encoded = value.encode()
-    return b"X" + struct.pack("<I", len(encoded)) + encoded
-
-
-def number(value):
-    if value < 0x100:
-        return b"K" + bytes([value])
-    if value < 0x10000:
-        return b"M" + struct.pack("<H", value)
-    return b"J" + struct.pack("<i", value)
-
-
-def global_(module, name):
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+# Pickle opcodes (PROTO2, text, number, global_) come from support.pickle_ops.
 
 
 def call(module, name, *args):

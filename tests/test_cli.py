@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from helpers import copy_of
+from support import git
 from pth_legacy_keys import __version__, fix, scan
 from pth_legacy_keys.cli import main
 
@@ -16,12 +17,6 @@ PARAMETRIZED_KEYS = [
     "0.parametrizations.weight.original0", "0.parametrizations.weight.original1",
     "1.parametrizations.weight.original0", "1.parametrizations.weight.original1",
 ]
-
-
-def git(*args, cwd):
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
 
 
 def test_check_reports_file_count_and_example_key(fixture_copy, capsys):

@@ -4,7 +4,6 @@ fourth pickle replaced, the bytes around it copied and compared with the source'
 import os
 
 import pytest
-from formats_helpers import materialized, renamed_rewrite
 from helpers import LEGACY_FORMAT, copy_of, lines_about, run
 from pth_legacy_keys import writer
 from pth_legacy_keys.byte_source import BytesSource, FileSource
@@ -13,6 +12,7 @@ from pth_legacy_keys.pre16_format import MAGIC_NUMBER_PICKLE, PRE16
 from pth_legacy_keys.rename import LEGACY as TO_LEGACY
 from pth_legacy_keys.rename import PARAMETRIZED as TO_PARAMETRIZED
 from pth_legacy_keys.torch_route import read
+from support.formats_helpers import materialized, renamed_rewrite
 
 
 def test_a_file_and_its_bytes_read_alike():

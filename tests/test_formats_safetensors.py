@@ -6,7 +6,6 @@ import os
 import struct
 
 import pytest
-from formats_helpers import materialized, renamed_rewrite
 from helpers import lines_about, run
 from pth_legacy_keys import writer
 from pth_legacy_keys.byte_source import BytesSource, FileSource
@@ -14,6 +13,7 @@ from pth_legacy_keys.checkpoint import SourceRange
 from pth_legacy_keys.rename import LEGACY as TO_LEGACY
 from pth_legacy_keys.safetensors_format import SAFETENSORS
 from pth_legacy_keys.torch_route import read
+from support.formats_helpers import materialized, renamed_rewrite
 
 
 def safetensors_bytes(entries, metadata=None, pad=True, ensure_ascii=False):

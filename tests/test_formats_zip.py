@@ -7,7 +7,6 @@ import zipfile
 import zlib
 
 import pytest
-from formats_helpers import materialized, renamed_rewrite
 from helpers import LEGACY, PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import zip_format
 from pth_legacy_keys.byte_source import BytesSource, FileSource
@@ -16,6 +15,7 @@ from pth_legacy_keys.rename import LEGACY as TO_LEGACY
 from pth_legacy_keys.rename import PARAMETRIZED as TO_PARAMETRIZED
 from pth_legacy_keys.torch_route import read
 from pth_legacy_keys.zip_format import U32_MAX, ZIP, Record, ZipLayout
+from support.formats_helpers import materialized, renamed_rewrite
 
 
 def test_a_file_and_its_bytes_read_alike():

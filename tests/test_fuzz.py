@@ -27,7 +27,6 @@ import struct
 import tempfile
 import sys
 import tracemalloc
-import warnings
 import zipfile
 import zlib
 from functools import cache
@@ -36,11 +35,15 @@ from pathlib import Path
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis", reason="the property tests need hypothesis")
-from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from pth_legacy_keys import FileReport, fix, scan  # noqa: E402
 from pth_legacy_keys.cli import main  # noqa: E402
 from pth_legacy_keys.status import Status  # noqa: E402
+from support.fuzz_settings import FUZZ_SETTINGS, SCALE  # noqa: E402  (PTH_FUZZ_SCALE=N: N times the examples)
+from support.pickle_ops import text as binunicode  # noqa: E402  (BINUNICODE, as pickle writes it)
+from support.zip_bytes import build_zip  # noqa: E402
+from support.zip_bytes import zip_records as records_of  # noqa: E402  (zip_records here is a mutator)
 
 DATA = Path(__file__).parent / "data"
 SEEDS = ("parametrized.bin", "legacy.bin", "parametrized_legacy_format.bin")
@@ -53,15 +56,6 @@ MAX_PEAK_BYTES = 64 * 1024 * 1024
 MAX_CALLS = 2_000_000
 FILE_NAME = "model.pth"
 
-# PTH_FUZZ_SCALE=N runs N times the examples, randomized, for a longer local hunt.
-SCALE = max(1, int(os.environ.get("PTH_FUZZ_SCALE", "1")))
-FUZZ_SETTINGS = {
-    "derandomize": SCALE == 1,  # by default the same examples on every run: CI is reproducible
-    "database": None,  # no example database: every run starts from the same examples
-    # Work is bounded per scan in scan_measured by counting calls; no clock decides a test.
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
-}
 
 
 # -- what each seed looks like (parsed here, independently of the package) -------------
@@ -159,16 +153,6 @@ def restamp_pickle_crc(s, data):
     return data
 
 
-def rebuild_zip(records):
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zipfile warns about duplicate names
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-            for name, payload in records:
-                archive.writestr(name, payload)
-    return bytearray(buffer.getvalue())
-
-
 @st.composite
 def bit_flips(draw, s, data):
     lo, hi = (0, len(data)) if draw(st.booleans()) or not data else s.pickle_span
@@ -231,8 +215,7 @@ def opcode_swap(draw, s, data):
 @st.composite
 def zip_records(draw, s, data):
     """Rebuild the archive with zipfile: a record duplicated (same or other bytes), dropped or swapped."""
-    with zipfile.ZipFile(io.BytesIO(bytes(s.data))) as archive:
-        records = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    records = records_of(bytes(s.data))
     kind = draw(st.sampled_from(["duplicate", "duplicate-other-bytes", "drop", "swap", "as-is"]))
     i = draw(st.integers(0, len(records) - 1))
     j = draw(st.integers(0, len(records)))
@@ -246,7 +229,7 @@ def zip_records(draw, s, data):
         j = min(j, len(records) - 1)
         records[i], records[j] = records[j], records[i]
     event(f"zip records: {kind}")
-    return rebuild_zip(records)
+    return bytearray(build_zip(records))
 
 
 @cache
@@ -276,11 +259,6 @@ def key_vocabulary(s):
 
 SMALL_INTS = (b"K\x00", b"K\x01", b"K\x02", b"K\x03", b"K\x04", b"K\xff", b"M\xff\xff",
               b"J\xff\xff\xff\xff", b"J\xff\xff\xff\x7f")
-
-
-def binunicode(value):
-    encoded = value.encode("utf-8", "surrogatepass")
-    return b"X" + struct.pack("<I", len(encoded)) + encoded
 
 
 @st.composite
@@ -313,9 +291,9 @@ def pickle_edit(draw, s, data):
     pickle = bytes(pickle)
     if not s.is_zip:
         return bytearray(s.data[:start] + pickle + s.data[end:])
-    with zipfile.ZipFile(io.BytesIO(s.data)) as archive:
-        records = [(info.filename, archive.read(info)) for info in archive.infolist()]
-    return rebuild_zip([(name, pickle if name.endswith("/data.pkl") else payload) for name, payload in records])
+    records = records_of(s.data)
+    return bytearray(build_zip([(name, pickle if name.endswith("/data.pkl") else payload)
+                                for name, payload in records]))
 
 
 MUTATORS = {
@@ -501,16 +479,10 @@ def test_cli_check_prints_one_line_per_file(mutant):
 # writers) and building the smallest input that shows each one.
 
 
-def text_op(value):
-    return binunicode(value)
-
-
 def checkpoint_with_pickle(pickle):
     """parametrized.bin's records around another data.pkl (zipfile layout, right CRC and sizes)."""
-    with zipfile.ZipFile(io.BytesIO(seed("parametrized.bin").data)) as archive:
-        records = [(info.filename, archive.read(info)) for info in archive.infolist()]
-    return bytes(rebuild_zip([(name, pickle if name.endswith("/data.pkl") else payload)
-                              for name, payload in records]))
+    records = records_of(seed("parametrized.bin").data)
+    return build_zip([(name, pickle if name.endswith("/data.pkl") else payload) for name, payload in records])
 
 
 def seed_pickle():
@@ -580,7 +552,7 @@ def test_regression_shared_list_as_dict_key_is_not_expanded():
 
 def long_nested_key_checkpoint(key_length, depth, items):
     """{K: {K: ... {K: 1, K: 1, ...}}}: one long key K (shared through the memo) at every level."""
-    pickle = b"\x80\x02}(" + text_op("x" * key_length) + b"q\x00"
+    pickle = b"\x80\x02}(" + binunicode("x" * key_length) + b"q\x00"
     pickle += b"}(h\x00" * (depth - 1)
     pickle += b"}(" + b"h\x00K\x01" * items + b"u" * (depth + 1) + b"."
     return checkpoint_with_pickle(pickle)
@@ -605,8 +577,8 @@ def test_regression_long_nested_keys_do_not_multiply_memory():
 def many_keys_checkpoint(items):
     """{"a": parametrized.bin's state dict, then (key, tensor) items}: a state dict with len(items) more keys."""
     body = seed_pickle()[2:-1]  # pushes the seed's OrderedDict; its memo 13 is a tensor
-    pairs = b"".join(text_op(key) + b"h\x0d" for key in items)
-    return checkpoint_with_pickle(b"\x80\x02}(" + text_op("a") + body + pairs + b"u.")
+    pairs = b"".join(binunicode(key) + b"h\x0d" for key in items)
+    return checkpoint_with_pickle(b"\x80\x02}(" + binunicode("a") + body + pairs + b"u.")
 
 
 def test_regression_duplicate_key_search_is_not_quadratic():

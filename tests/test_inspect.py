@@ -10,7 +10,8 @@ from helpers import run
 pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load real checkpoints")
 
 import rvc_model  # noqa: E402
-from torch_helpers import load, torch  # noqa: E402
+from support.torch_helpers import load, torch  # noqa: E402
+from support.zip_bytes import write_zip, zip_records  # noqa: E402
 
 
 def inspect_json(capsys, *paths):
@@ -210,14 +211,11 @@ def test_mixed_key_styles_and_spectral_norm(tmp_path, capsys):
 def test_devices_are_those_the_storages_were_saved_from(tmp_path, capsys):
     """A file saved on a GPU names cuda:0 in each storage reference: rewrite 'cpu' to that."""
     path = save(tmp_path / "gpu.pth", {"a": torch.ones(2), "b": torch.zeros(3, dtype=torch.bfloat16)})
-    with zipfile.ZipFile(path) as archive:
-        records = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    records = zip_records(path)
     cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"
     assert records[0][0].endswith("data.pkl") and records[0][1].count(cpu) == 1  # memoized after its first use
     records[0] = (records[0][0], records[0][1].replace(cpu, cuda))
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in records:
-            archive.writestr(name, data)
+    write_zip(path, records)
     code, [found] = inspect_json(capsys, path)
     assert found["tensors"]["devices"] == {"cuda:0": 2}
     assert found["tensors"]["dtypes"] == {"float32": 1, "bfloat16": 1}

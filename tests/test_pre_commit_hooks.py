@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 from helpers import LEGACY, PARAMETRIZED, copy_of, run
 from pth_legacy_keys.cli import main
+from support import LFS_POINTER, git
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / ".pre-commit-hooks.yaml"
 HOOK_IDS = ["check-pth-legacy-keys", "fix-pth-legacy-keys"]
 PRE_COMMIT_CI_ENVIRONMENT_CAP = 250 * 2 ** 20
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
 
 
 def runner_command(name):
@@ -137,8 +136,7 @@ def test_hook_files_pattern(name, matches):
     assert bool(CHECKPOINT_NAME.fullmatch(name)) is matches
 
 
-@pytest.mark.parametrize("content", [PARAMETRIZED.read_bytes(), b"version https://git-lfs.github.com/spec/v1\n"
-                                     b"oid sha256:" + b"0" * 64 + b"\nsize 3\n", b"./src\n"])
+@pytest.mark.parametrize("content", [PARAMETRIZED.read_bytes(), LFS_POINTER.encode(), b"./src\n"])
 def test_hook_types_select_binary_checkpoints_and_text_pointers_alike(tmp_path, content):
     identify = pytest.importorskip("identify.identify", reason="identify comes with pre-commit")
     path = tmp_path / "voice.pth"
@@ -179,14 +177,6 @@ def test_every_args_the_docs_suggest_ends_with_the_separator():
 
 
 # -- end to end: git commit with the hooks installed -----------------------------------------
-
-
-def git(*args, cwd, env=None, check=True):
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, **GIT_IDENTITY, **(env or {})})
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,12 @@ import struct
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import pytest
 from helpers import PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import engine, inspection
+from support import global_, text, write_zip, zip_records
 
 try:
     import resource
@@ -57,12 +57,7 @@ def only_line(out, path, *statuses):
 
 def rezipped(path, replaced, source=PARAMETRIZED):
     """`source`'s records written again by zipfile (no alignment padding), some with new contents."""
-    with zipfile.ZipFile(source) as archive:
-        records = [(info.filename, archive.read(info)) for info in archive.infolist()]
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in records:
-            archive.writestr(name, replaced.get(name.split("/", 1)[1], data))
-    return path
+    return write_zip(path, [(name, replaced.get(name.split("/", 1)[1], data)) for name, data in zip_records(source)])
 
 
 def cli(*args, timeout=120, **options):
@@ -71,12 +66,7 @@ def cli(*args, timeout=120, **options):
                           text=True, timeout=timeout, **options)
 
 
-# Pickle opcodes, spelled out so each file says exactly what it holds.
-
-def text(value):
-    encoded = value.encode("utf-8", "surrogatepass")  # as Python's pickle writes a lone surrogate
-    return b"X" + struct.pack("<I", len(encoded)) + encoded
-
+# Pickle opcodes, spelled out so each file says exactly what it holds (text, global_: support.pickle_ops).
 
 def put(index):
     return b"r" + struct.pack("<I", index)  # LONG_BINPUT
@@ -84,10 +74,6 @@ def put(index):
 
 def get(index):
     return b"h" + bytes([index]) if index < 256 else b"j" + struct.pack("<I", index)  # BINGET, LONG_BINGET
-
-
-def global_(module, name):
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
 
 
 def tensor(numel=3):
@@ -101,11 +87,8 @@ def tensor(numel=3):
 
 def checkpoint(path, pickle_bytes):
     """A zip checkpoint around `pickle_bytes`, with one 12-byte storage data/0."""
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in (("archive/data.pkl", pickle_bytes), ("archive/byteorder", b"little"),
-                           ("archive/data/0", bytes(12)), ("archive/version", b"3\n")):
-            archive.writestr(name, data)
-    return path
+    return write_zip(path, [("archive/data.pkl", pickle_bytes), ("archive/byteorder", b"little"),
+                            ("archive/data/0", bytes(12)), ("archive/version", b"3\n")])
 
 
 def state_dict_of(path, keys):

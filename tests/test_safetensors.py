@@ -12,7 +12,7 @@ pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load re
 safetensors_torch = pytest.importorskip("safetensors.torch", reason="the safetensors package makes the files")
 
 import rvc_model  # noqa: E402
-from torch_helpers import assert_bit_equal, torch  # noqa: E402
+from support.torch_helpers import assert_bit_equal, torch  # noqa: E402
 
 METADATA = {"format": "pt", "model_name": "voïce", "sr": "40000"}
 
@@ -224,7 +224,7 @@ from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from pth_legacy_keys import fix, scan  # noqa: E402
 from pth_legacy_keys.status import Status  # noqa: E402
-from test_fuzz import FUZZ_SETTINGS, SCALE  # noqa: E402  (PTH_FUZZ_SCALE=N: N times the examples)
+from support.fuzz_settings import FUZZ_SETTINGS, SCALE  # noqa: E402  (PTH_FUZZ_SCALE=N: N times the examples)
 
 SEED_TENSORS = {"a.parametrizations.weight.original0": torch.ones(2, 1, 1),
                 "a.parametrizations.weight.original1": torch.arange(6, dtype=torch.float16).reshape(2, 3, 1),

@@ -20,8 +20,8 @@ from helpers import run
 from pth_legacy_keys.inspection import Inspection, json_value
 from pth_legacy_keys.report import _write_document, render_inspections
 
-# torch_helpers skips this module without torch; rvc_model (which needs it) is imported where used.
-from torch_helpers import torch
+# support.torch_helpers skips this module without torch; rvc_model (which needs it) is imported where used.
+from support.torch_helpers import torch
 
 NAN, INF = float("nan"), float("inf")
 NEGATIVE_NAN = struct.unpack(">d", bytes.fromhex("fff8000000000001"))[0]  # sign bit and a payload set

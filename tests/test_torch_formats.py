@@ -14,7 +14,7 @@ pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load re
 import rvc_model  # noqa: E402
 from pth_legacy_keys import fix, scan
 from pth_legacy_keys.cli import main
-from torch_helpers import assert_bit_equal, assert_same_tree, load, load_every_way, torch
+from support.torch_helpers import assert_bit_equal, assert_same_tree, load, load_every_way, torch
 
 nn = torch.nn
 parametrize = nn.utils.parametrize

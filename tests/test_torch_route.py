@@ -52,10 +52,11 @@ from pth_legacy_keys.cli import main  # noqa: E402
 from pth_legacy_keys.inspection import inspect_file as inspect  # noqa: E402
 from test_fuzz import mutants  # noqa: E402
 from test_read_as_torch import tar_bytes  # noqa: E402
-from torch_helpers import assert_same_tree  # noqa: E402
+from support.torch_helpers import assert_same_tree  # noqa: E402
 from torch_oracle import PLAIN_CHECKPOINT_GLOBALS, TorchRoute, allowed_globals, pickle_module_for, torch_route  # noqa: E402
 
-from test_bad_input import PROTO2, call, global_, number, text  # noqa: E402  (pickle opcodes)
+from support import LFS_POINTER, PROTO2, build_zip, global_, number, text, zip_records  # noqa: E402
+from test_bad_input import call  # noqa: E402
 
 # What counts as the tool accepting a file: every status but refused and error.
 ACCEPTED = frozenset({"ok", "needs-fix", "cannot-convert", "not-checked", "skipped"})
@@ -455,20 +456,12 @@ def relocated(archive, delta):
 
 def replace_data_pkl(archive, payload):
     """`archive` with its data.pkl record's bytes replaced, CRC and sizes rewritten, layout kept."""
-    records = []
-    with zipfile.ZipFile(io.BytesIO(archive)) as z:
-        for info in z.infolist():
-            records.append((info.filename, payload if info.filename.endswith("/data.pkl") else z.read(info)))
-    return rezip(records)
+    return rezip([(name, payload if name.endswith("/data.pkl") else data) for name, data in zip_records(archive)])
 
 
 def rezip(records):
     """A stored zip written by zipfile, with fixed dates: the same bytes on every run."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as z:
-        for name, payload in records:
-            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), payload)
-    return buffer.getvalue()
+    return build_zip(records, date_time=(1980, 1, 1, 0, 0, 0))
 
 
 def with_end_comment(data, comment, declared=None):
@@ -796,7 +789,7 @@ TRAILER_LINES = ["./foo-1.0-py3.egg", "/usr/lib/python3/dist-packages", "# a com
                  "import sys; sys.__plen = len(sys.path)", "../shared/lib"]
 HOSTILE_GLOBALS = [("os", "system"), ("posix", "system"), ("subprocess", "getoutput"), ("builtins", "exec"),
                    ("__builtin__", "eval"), ("importlib", "import_module")]
-LFS_TEXT = "version https://git-lfs.github.com/spec/v1\noid sha256:" + "4d7a" * 16 + "\nsize 12345\n"
+LFS_TEXT = LFS_POINTER
 
 
 def lfs_looking_tar(first_name, first_type):
@@ -1239,7 +1232,7 @@ def bad_input_corpus(tmp_path):
         if os.path.exists(path):
             yield f"BAD_FILES {case}", open(path, "rb").read()
     yield "glued pickle", HOSTILE_PICKLE + PARAMETRIZED.read_bytes()
-    yield "LFS pointer", bad_input.LFS_POINTER.encode()
+    yield "LFS pointer", LFS_POINTER.encode()
     yield "path configuration", b"./foo-1.0-py3.egg\n# a comment\nimport sys; sys.__plen = len(sys.path)\n"
 
 

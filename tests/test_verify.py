@@ -9,7 +9,7 @@ pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load re
 
 import rvc_model  # noqa: E402
 from pth_legacy_keys import engine, verify, writer  # noqa: E402
-from torch_helpers import load, records, torch  # noqa: E402
+from support.torch_helpers import load, records, torch  # noqa: E402
 
 
 def count_tensors(node):

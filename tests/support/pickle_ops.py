@@ -1,0 +1,25 @@
+"""Pickle opcodes, spelled out so each hand-made payload says exactly what it holds."""
+
+import struct
+
+PROTO2 = b"\x80\x02"
+
+
+def text(value):
+    """BINUNICODE: a string as Python's pickle writes it (a lone surrogate too: 'surrogatepass')."""
+    encoded = value.encode("utf-8", "surrogatepass")
+    return b"X" + struct.pack("<I", len(encoded)) + encoded
+
+
+def number(value):
+    """BININT1, BININT2 or BININT: a non-negative small int, or any 32-bit one."""
+    if 0 <= value < 0x100:
+        return b"K" + bytes([value])
+    if 0 <= value < 0x10000:
+        return b"M" + struct.pack("<H", value)
+    return b"J" + struct.pack("<i", value)
+
+
+def global_(module, name):
+    """GLOBAL: `module.name`."""
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"

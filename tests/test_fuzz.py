@@ -360,16 +360,21 @@ def calls_counted(function, *args, limit=MAX_CALLS):
         sys.setprofile(None)
 
 
+def with_memory_peak(function, *args):
+    """(`function(*args)`, the peak of the memory it allocated, by tracemalloc)."""
+    tracemalloc.start()
+    try:
+        result = function(*args)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def scan_measured(path, to="legacy"):
     """scan() under a bound on its work (calls counted) and, in a second run, on its memory
     (tracemalloc's peak); both runs must say the same."""
     report = calls_counted(scan, path, to)
-    tracemalloc.start()
-    try:
-        again = scan(path, to)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    again, peak = with_memory_peak(scan, path, to)
     assert peak < MAX_PEAK_BYTES, (again, peak)
     assert (again.status, again.reason) == (report.status, report.reason)
     return report
@@ -540,12 +545,7 @@ def test_regression_shared_list_as_dict_key_is_not_expanded():
     # caps (size, memo, stack, depth) do not stop, on every `check`.
     data = nested_list_key_checkpoint(7)
     with mutant_file(data) as (_folder, path):
-        tracemalloc.start()
-        try:
-            report = calls_counted(scan, path)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        report, peak = with_memory_peak(calls_counted, scan, path)
         assert report.status in STATUSES
         assert peak < MAX_PEAK_BYTES, f"peak {peak >> 20} MiB for a {len(data)}-byte file"
 
@@ -564,12 +564,7 @@ def test_regression_long_nested_keys_do_not_multiply_memory():
     # This 23 KB file peaks at ~200 MiB under tracemalloc; 100 KB (key 100,000, depth 99,
     # 100 items) takes 1 GB of RSS, and 1,000 items ~10 GB.
     with mutant_file(long_nested_key_checkpoint(20_000, 50, 200)) as (_folder, path):
-        tracemalloc.start()
-        try:
-            report = scan(path)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        report, peak = with_memory_peak(scan, path)
         assert report.status in STATUSES
         assert peak < MAX_PEAK_BYTES, f"peak {peak >> 20} MiB for a {os.path.getsize(path) >> 10} KiB file"
 

@@ -583,16 +583,12 @@ def test_a_state_dict_build_sets_metadata_once(tmp_path, capsys):
 def test_the_reach_dispatch_table_is_keyed_by_pickles_own_opcodes():
     """pickle_reach spells each opcode as a byte (importing pickle would cost every check ~1 ms);
     its comment names pickle's constant, and this holds the two to each other."""
-    import inspect
-    import re
-
     from pth_legacy_keys import pickle_reach
+    from support.pickle_ops import dispatch_table
 
-    source = inspect.getsource(pickle_reach)
-    table = source[source.index("_HANDLERS = {"):source.index("\n}", source.index("_HANDLERS = {"))]
-    entries = re.findall(r"^\s+(b'[^']+'): \S.*#\s*([A-Z0-9_]+)\b.*$", table, re.MULTILINE)
+    entries = dispatch_table(pickle_reach)
     assert len(entries) == len(pickle_reach._HANDLERS) > 60
-    for literal, name in entries:
-        assert eval(literal) == getattr(pickle, name), name  # noqa: S307 (a bytes literal from our source)
+    for opcode, name in entries:
+        assert opcode == getattr(pickle, name), name
     # Every opcode pickletools knows is in the table: none falls to "unknown opcode" by omission.
     assert {op.code.encode("latin-1") for op in pickletools.opcodes} == set(pickle_reach._HANDLERS)

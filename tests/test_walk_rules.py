@@ -576,17 +576,13 @@ def test_torch_save_output_cut_anywhere_is_truncated_never_accepted(path):
 def test_the_dispatch_table_is_keyed_by_pickles_own_opcodes():
     """The table spells each opcode as a byte (importing pickle would cost every check ~1 ms);
     its comment names pickle's constant, and this holds the two to each other."""
-    import inspect
-    import re
-
     from pth_legacy_keys import pickle_walk
+    from support.pickle_ops import dispatch_table
 
-    source = inspect.getsource(pickle_walk)
-    table = source[source.index("_HANDLERS = {"):source.index("\n}", source.index("_HANDLERS = {"))]
-    entries = re.findall(r"^\s+(b'[^']+'): \S.*#\s*([A-Z0-9_]+)$", table, re.MULTILINE)
+    entries = dispatch_table(pickle_walk)
     assert len(entries) == len(pickle_walk._HANDLERS) > 30
-    for literal, name in entries:
-        assert eval(literal) == getattr(pickle, name), name  # noqa: S307 (a bytes literal from our source)
+    for opcode, name in entries:
+        assert opcode == getattr(pickle, name), name
 
 
 # -- 6. mutation-testing gaps (mutmut over pickle_walk.py) -------------------------------------

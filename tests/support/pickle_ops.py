@@ -23,3 +23,18 @@ def number(value):
 def global_(module, name):
     """GLOBAL: `module.name`."""
     return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def dispatch_table(module):
+    """[(opcode byte, the name of pickle's constant its comment gives)] for each entry of
+    `module._HANDLERS`, read from the source: the tables spell opcodes as byte literals (importing
+    pickle would cost every check ~1 ms), and the tests hold each to pickle's own constant."""
+    import ast
+    import inspect
+    import re
+
+    source = inspect.getsource(module)
+    start = source.index("_HANDLERS = {")
+    table = source[start:source.index("\n}", start)]
+    entries = re.findall(r"^\s+(b'[^']+'): \S.*#\s*([A-Z0-9_]+)\b.*$", table, re.MULTILINE)
+    return [(ast.literal_eval(literal), name) for literal, name in entries]

@@ -149,6 +149,45 @@ def test_version_help_and_module_entry_point(fixture_copy):
     assert "exit codes" in helped.stdout and "--lfs-pointers" in helped.stdout
 
 
+# What a hook run of check or fix need not load: each costs more start-up than reading a model's
+# pickle (typing, shutil with bz2 and lzma), or belongs to another path (json: --output json;
+# subprocess: git discovery and links; pickletools: refusals; torch: --verify).
+NOT_LOADED_BY_A_HOOK_RUN = ("typing", "shutil", "json", "subprocess", "pickletools", "torch", "dataclasses")
+
+
+@pytest.mark.parametrize("command", ["check", "fix"])
+def test_a_hook_run_loads_only_what_it_needs(fixture_copy, command):
+    path = fixture_copy("parametrized.bin", "model.pth")
+    probe = ("import sys; from pth_legacy_keys.cli import main; code = main(sys.argv[1:]); "
+             f"print(sorted(set({NOT_LOADED_BY_A_HOOK_RUN!r}) & set(sys.modules)), code)")
+    run = subprocess.run([sys.executable, "-c", probe, command, "--hook", "--", str(path)],
+                         capture_output=True, text=True, cwd=path.parent, env={**os.environ, "COLUMNS": "50"})
+    assert run.stdout.splitlines()[-1] == f"[] {1 if command == 'check' else 0}", run.stdout + run.stderr
+
+
+def test_help_is_as_wide_as_argparse_makes_it(monkeypatch, capsys):
+    """The formatter is told the width shutil.get_terminal_size() would give argparse."""
+    import argparse
+
+    from pth_legacy_keys.cli import build_parser
+
+    shown = []
+    for columns in ("50", "120"):
+        monkeypatch.setenv("COLUMNS", columns)
+        with pytest.raises(SystemExit):
+            main(["fix", "--help"])
+        ours = capsys.readouterr().out
+        plain = build_parser()
+        for parser in [plain, *plain._subparsers._group_actions[0].choices.values()]:
+            parser.formatter_class = (argparse.HelpFormatter if parser.formatter_class.__name__.startswith("_Wrap")
+                                      else argparse.RawDescriptionHelpFormatter)
+        with pytest.raises(SystemExit):
+            plain.parse_args(["fix", "--help"])
+        assert capsys.readouterr().out == ours
+        shown.append(ours)
+    assert shown[0] != shown[1]  # the width was not ignored
+
+
 def test_files_from_a_list_and_from_standard_input(fixture_copy, tmp_path, monkeypatch, capsys):
     first = fixture_copy("parametrized.bin", "a.pth")
     second = fixture_copy("legacy.bin", "b.pth")

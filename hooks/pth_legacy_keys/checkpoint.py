@@ -19,31 +19,39 @@ A format unit (zip_format, pre16_format, safetensors_format) is an object with
 Nothing outside the units asks which format a file is in.
 """
 
-from typing import NamedTuple
+from collections import namedtuple
+
+# collections.namedtuple, not typing.NamedTuple: importing typing costs every run of the hook
+# more than reading a model's pickle does.
 
 
-class PickleSummary(NamedTuple):
-    protocol: object  # from the pickle's PROTO opcode; None without one
-    globals: tuple  # the dotted names it imports, in first-use order
+class PickleSummary(namedtuple("PickleSummary", "protocol globals")):
+    """protocol: from the pickle's PROTO opcode, None without one; globals: the dotted names
+    it imports, in first-use order."""
+
+    __slots__ = ()
 
 
-class Checkpoint(NamedTuple):
-    """One checkpoint as it was read: immutable, and enough to report on it or rewrite it."""
+class Checkpoint(namedtuple("Checkpoint", "unit size identity root key_bytes layout pickle", defaults=(None,))):
+    """One checkpoint as it was read: immutable, and enough to report on it or rewrite it.
 
-    unit: object  # the format unit that read it, and rewrites it
-    size: int  # bytes in the file
-    identity: tuple  # the source's identity() when it was read
-    root: object  # the inert tree the rename rules read
-    key_bytes: bytes  # the bytes a rename rewrites: the main pickle, or safetensors' length and header
-    layout: object  # the unit's own description of the file (records, offsets, the header)
-    pickle: object = None  # a PickleSummary of the main pickle; None for a format without one
+    unit       the format unit that read it, and rewrites it
+    size       bytes in the file
+    identity   the source's identity() when it was read
+    root       the inert tree the rename rules read
+    key_bytes  the bytes a rename rewrites: the main pickle, or safetensors' length and header
+    layout     the unit's own description of the file (records, offsets, the header)
+    pickle     a PickleSummary of the main pickle; None for a format without one
+    """
+
+    __slots__ = ()
 
     @property
     def format(self):
         return self.unit.name
 
 
-class SourceRange(NamedTuple):
+class SourceRange(namedtuple("SourceRange", "offset length crc what plural", defaults=(False,))):
     """`length` bytes of the source from `offset`, copied as they are.
 
     `crc` is the CRC-32 the format promises for them (a zip record's), or None when the
@@ -51,19 +59,14 @@ class SourceRange(NamedTuple):
     them in messages ("record 'archive/data/0'"; "the tensor bytes", which is `plural`).
     """
 
-    offset: int
-    length: int
-    crc: object
-    what: str
-    plural: bool = False
+    __slots__ = ()
 
 
-class Rewrite(NamedTuple):
+class Rewrite(namedtuple("Rewrite", "pieces key_bytes")):
     """A new file: `pieces` (bytes, or SourceRange) in order, `size` bytes in all, holding
     `key_bytes` where the original held its key bytes."""
 
-    pieces: tuple
-    key_bytes: bytes
+    __slots__ = ()
 
     @property
     def size(self):

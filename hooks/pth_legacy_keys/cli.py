@@ -26,10 +26,42 @@ exit codes: 0 every file is in the target format (after fixing, for fix);
 """
 
 
+class _Sized:
+    """An argparse formatter told its width: argparse makes one for every add_argument and
+    would work the width out with shutil, whose import (bz2, lzma) costs a hook run more than
+    the rest of its command line."""
+
+    def __init__(self, prog, **options):
+        options.setdefault("width", _terminal_columns() - 2)  # argparse's own margin
+        super().__init__(prog, **options)
+
+
+class _HelpFormatter(_Sized, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+class _WrappingHelpFormatter(_Sized, argparse.HelpFormatter):
+    pass
+
+
+def _terminal_columns():
+    """What shutil.get_terminal_size() gives argparse: $COLUMNS, the terminal's width, or 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", 0))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="pth-legacy-keys", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{check,fix,inspect}", required=True)
@@ -38,7 +70,7 @@ def build_parser():
         ("fix", "rename the keys in place; files with nothing to rename are not written"),
     ):
         command = commands.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
-                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+                                      formatter_class=_HelpFormatter)
         command.add_argument("paths", nargs="*", metavar="PATH",
                              help="files (any name), folders (walked for *.pth, *.pt, *.ckpt, *.safetensors) or globs; "
                                   "default: the tracked checkpoints of the current git repository")
@@ -76,6 +108,7 @@ def build_parser():
                             help="every file, every rename and the reason a file was skipped")
     inspect = commands.add_parser(
         "inspect", help="describe checkpoints and say whether legacy RVC software will load them",
+        formatter_class=_WrappingHelpFormatter,
         description="Describe each checkpoint (container, pickle, tensors, key style, RVC and Applio "
                     "metadata) and say whether legacy RVC loaders will load it, and why. Changes nothing; "
                     "exit 2 when a file cannot be read, is a Git LFS pointer or was refused, 0 otherwise.")

@@ -6,7 +6,7 @@ element count and its bytes.  No alignment, no CRC, no offsets: a rewrite replac
 fourth pickle and copies the bytes before and after it as they are.
 """
 
-from typing import NamedTuple
+from collections import namedtuple
 
 from .checkpoint import Checkpoint, PickleSummary, Rewrite, SourceRange
 from .errors import CheckpointError, Refused
@@ -22,8 +22,10 @@ FORMAT_VERSION_PICKLE = b"\x80\x02M" + FORMAT_VERSION.to_bytes(2, "little") + b"
 FIRST_READ = 1 << 20
 
 
-class Pre16Layout(NamedTuple):
-    main_pickle_start: int  # the file offset of the main pickle (the key bytes)
+class Pre16Layout(namedtuple("Pre16Layout", "main_pickle_start")):
+    """main_pickle_start: the file offset of the main pickle (the key bytes)."""
+
+    __slots__ = ()
 
 
 class Pre16Format:

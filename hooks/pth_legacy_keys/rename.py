@@ -8,7 +8,6 @@ half in one format and half in the other.
 
 from collections import namedtuple
 from functools import cached_property
-from typing import NamedTuple
 
 from .pickle_walk import Bytes, Dict, Tensor, Text
 
@@ -410,16 +409,19 @@ class _StateDict:
         return found
 
 
-class _Rule(NamedTuple):
-    """How one family's modules are renamed in one direction."""
+class _Rule(namedtuple("_Rule", "family to sources targets checks unless shapes_reason", defaults=((), ""))):
+    """How one family's modules are renamed in one direction.
 
-    family: str  # WEIGHT_NORM or SPECTRAL_NORM
-    to: str  # LEGACY or PARAMETRIZED
-    sources: tuple  # the key parts read ("original0", "_g" ...), in the order the shape check takes them
-    targets: tuple  # the parts they become, in the same order
-    checks: tuple  # check(module, keys) -> reason or None, in the order they run
-    unless: tuple = ()  # legacy suffixes that leave a module to another rule, which reports it
-    shapes_reason: str = ""  # a spectral norm's bad shapes, "{}" the module
+    family         WEIGHT_NORM or SPECTRAL_NORM
+    to             LEGACY or PARAMETRIZED
+    sources        the key parts read ("original0", "_g" ...), in the order the shape check takes them
+    targets        the parts they become, in the same order
+    checks         check(module, keys) -> reason or None, in the order they run
+    unless         legacy suffixes that leave a module to another rule, which reports it
+    shapes_reason  a spectral norm's bad shapes, "{}" the module
+    """
+
+    __slots__ = ()
 
     @property
     def reads(self):
@@ -427,23 +429,14 @@ class _Rule(NamedTuple):
         return PARAMETRIZED if self.to == LEGACY else LEGACY
 
 
-class _Module(NamedTuple):
-    """A module one rule applies to, as found in one state dict."""
-
-    rule: _Rule
-    module: str  # "P.N", the parametrized tensor: "dec.ups.0.weight"
-    base: str  # "P.parametrizations.N."
-    sources: dict  # the parts of its keys present (rule.sources, and others) -> key Text, in key order
-    targets: tuple  # the names its rule.sources keys would get, in the same order
-
-
-class _Found(NamedTuple):
-    """What a rule decided about one module: its renames, or the reason it cannot be renamed."""
-
-    family: str
-    module: str
-    pairs: tuple  # (key Text, new name); empty when there is a reason
-    reason: object  # str, or None
+# A module one rule applies to, as found in one state dict: its _Rule; module, "P.N", the
+# parametrized tensor ("dec.ups.0.weight"); base, "P.parametrizations.N."; sources, the parts of
+# its keys present (rule.sources, and others) -> key Text, in key order; targets, the names its
+# rule.sources keys would get, in the same order.
+_Module = namedtuple("_Module", "rule module base sources targets")
+# What a rule decided about one module: its family and module; pairs, (key Text, new name), empty
+# when there is a reason; reason, a str or None.
+_Found = namedtuple("_Found", "family module pairs reason")
 
 
 def _stem(m, form):

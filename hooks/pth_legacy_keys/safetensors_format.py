@@ -7,7 +7,7 @@ do not move).  What the safetensors library refuses to load, we refuse to touch.
 """
 
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 from .checkpoint import Checkpoint, Rewrite, SourceRange
 from .errors import CheckpointError, FixAbandoned, Refused
@@ -34,15 +34,17 @@ def looks_like_safetensors(head):
     return len(head) >= HEADER_LENGTH.size + 1 and head[HEADER_LENGTH.size:HEADER_LENGTH.size + 1] == b"{"
 
 
-class SafetensorsHeader(NamedTuple):
+class SafetensorsHeader(namedtuple("SafetensorsHeader", "tensors metadata data_start")):
     """The parsed header: the tensors in header order, the metadata, where the tensor bytes begin.
+
+    tensors     ((Text key, dtype, shape, (begin, end)), ...)
+    metadata    the __metadata__ dict, or None
+    data_start  file offset of the first tensor byte
 
     Each tensor's key is a Text whose offset and nbytes are the byte span of its JSON string
     (quotes included) in the file, so in the checkpoint's key bytes."""
 
-    tensors: tuple  # ((Text key, dtype, shape, (begin, end)), ...)
-    metadata: object  # the __metadata__ dict, or None
-    data_start: int  # file offset of the first tensor byte
+    __slots__ = ()
 
 
 class SafetensorsFormat:

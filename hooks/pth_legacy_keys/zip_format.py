@@ -18,7 +18,7 @@ range of the source.
 import re
 import struct
 import zlib
-from typing import NamedTuple
+from collections import namedtuple
 
 from .checkpoint import Checkpoint, PickleSummary, Rewrite, SourceRange
 from .errors import CheckpointError, Refused
@@ -49,24 +49,21 @@ KNOWN_RECORD = re.compile(
 )
 
 
-class Record(NamedTuple):
-    """One zip record, as the central directory describes it."""
+class Record(namedtuple("Record", "name header_offset size crc flags method compressed_size data_offset",
+                        defaults=(0, 0, -1))):
+    """One zip record, as the central directory describes it; its data_offset is known (not -1)
+    once its local header has been read."""
 
-    name: str
-    header_offset: int
-    size: int
-    crc: int
-    flags: int
-    method: int = 0
-    compressed_size: int = 0
-    data_offset: int = -1  # known once its local header has been read
+    __slots__ = ()
 
 
-class ZipLayout(NamedTuple):
-    records: tuple  # in physical order; each located (data_offset) when read for a rewrite
-    pickle_record: Record
-    prefix: str  # the folder every record sits in ("archive/")
-    alignment: int  # what .storage_alignment says (read for a rewrite; else the default)
+class ZipLayout(namedtuple("ZipLayout", "records pickle_record prefix alignment")):
+    """records        in physical order; each located (data_offset) when read for a rewrite
+    pickle_record  the Record of data.pkl
+    prefix         the folder every record sits in ("archive/")
+    alignment      what .storage_alignment says (read for a rewrite; else the default)"""
+
+    __slots__ = ()
 
 
 class ZipFormat:

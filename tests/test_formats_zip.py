@@ -9,8 +9,9 @@ import zlib
 import pytest
 from helpers import LEGACY, PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import zip_format
-from pth_legacy_keys.byte_source import BytesSource, FileSource
+from pth_legacy_keys.byte_source import BytesSource, FileSource, ReadAhead
 from pth_legacy_keys.checkpoint import Checkpoint, SourceRange
+from pth_legacy_keys.errors import CheckpointError
 from pth_legacy_keys.rename import LEGACY as TO_LEGACY
 from pth_legacy_keys.rename import PARAMETRIZED as TO_PARAMETRIZED
 from pth_legacy_keys.torch_route import read
@@ -48,6 +49,46 @@ def test_a_check_locates_only_the_pickle_and_the_last_record():
     with zipfile.ZipFile(PARAMETRIZED) as archive:
         assert [r.name for r in layout.records] == archive.namelist()
         assert all(r.crc == archive.getinfo(r.name).CRC for r in layout.records)
+
+
+class CountingSource(BytesSource):
+    def __init__(self, data):
+        super().__init__(data)
+        self.reads = 0
+
+    def read(self, offset, n):
+        self.reads += 1
+        return super().read(offset, n)
+
+
+def test_a_rewrite_reads_the_local_headers_of_small_records_together(monkeypatch):
+    """Every record's local header and data descriptor are read for a rewrite: through a window, so
+    that a run of small records costs one read of the source, not two each."""
+    data = PARAMETRIZED.read_bytes()
+    windowed = CountingSource(data)
+    checkpoint = read(windowed, for_rewrite=True)
+    monkeypatch.setattr(zip_format, "ReadAhead", lambda source: source)
+    plain = CountingSource(data)
+    unwindowed = read(plain, for_rewrite=True)
+    assert (unwindowed.layout, unwindowed.key_bytes) == (checkpoint.layout, checkpoint.key_bytes)
+    records = len(checkpoint.layout.records)
+    assert plain.reads >= 2 * records  # a header and a descriptor each, besides the directory
+    assert windowed.reads <= plain.reads - 2 * records + len(data) // 4096 + 1
+
+
+def test_read_ahead_gives_exactly_what_the_source_gives():
+    data = bytes(range(256)) * 40
+    source = BytesSource(data)
+    reader = ReadAhead(source, window=100)
+    for offset in (0, 1, 50, 99, 100, 150, 9_899, 9_900, 9_950, 10_239, 10_240, 10_300):
+        for n in (0, 1, 30, 99, 100, 101, 400):
+            try:
+                expected = source.read(offset, n)
+            except CheckpointError as exc:
+                with pytest.raises(CheckpointError, match=str(exc)):
+                    reader.read(offset, n)
+            else:
+                assert reader.read(offset, n) == expected
 
 
 def test_there_and_back_as_pieces_gives_the_torch_save_bytes():

@@ -42,7 +42,7 @@ class FileSource:
         return self._identity
 
     def fileno(self):
-        """The open file's descriptor, for copying in the kernel (copy_file_range)."""
+        """The open file's descriptor, for the writer's copy (preadv into its own buffers)."""
         return self._file.fileno()
 
     def close(self):
@@ -76,6 +76,28 @@ class BytesSource:
 
     def __exit__(self, *exc_info):
         pass
+
+
+class ReadAhead:
+    """`source` read through a window of `window` bytes: many small reads close together (the
+    local headers and data descriptors of a zip's small records) cost one read of the source.
+    A read the window cannot hold goes to the source as it is, and fails as it would."""
+
+    def __init__(self, source, window=4096):
+        self.source = source
+        self.size = source.size
+        self._window = window
+        self._start = 0
+        self._data = b""
+
+    def read(self, offset, n):
+        start = self._start
+        if start <= offset and offset + n <= start + len(self._data):
+            return self._data[offset - start:offset - start + n]
+        if n >= self._window or offset + n > self.size:
+            return self.source.read(offset, n)
+        self._start, self._data = offset, self.source.read(offset, min(self._window, self.size - offset))
+        return self._data[:n]
 
 
 def file_identity(status):

@@ -20,6 +20,7 @@ import struct
 import zlib
 from collections import namedtuple
 
+from .byte_source import ReadAhead
 from .checkpoint import Checkpoint, PickleSummary, Rewrite, SourceRange
 from .errors import CheckpointError, Refused
 from .torch_pickle import rename_in_pickle, storage_reference, walk_whole
@@ -85,7 +86,8 @@ class ZipFormat:
         next_starts = dict(zip((r.name for r in records),
                                [r.header_offset for r in records[1:]] + [end_of_records]))
         # The last record too, always: what follows it must be the central directory, not a second one.
-        located = {r.name: _located(source, r, next_starts[r.name])
+        headers = ReadAhead(source)
+        located = {r.name: _located(headers, r, next_starts[r.name])
                    for r in (records if for_rewrite else [pickle_record, records[-1]])}
         records = tuple(located.get(r.name, r) for r in records)
         by_name = {r.name: r for r in records}

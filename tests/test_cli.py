@@ -151,15 +151,19 @@ def test_version_help_and_module_entry_point(fixture_copy):
 
 # What a hook run of check or fix need not load: each costs more start-up than reading a model's
 # pickle (typing, shutil with bz2 and lzma), or belongs to another path (json: --output json;
-# subprocess: git discovery and links; pickletools: refusals; torch: --verify).
-NOT_LOADED_BY_A_HOOK_RUN = ("typing", "shutil", "json", "subprocess", "pickletools", "torch", "dataclasses")
+# subprocess: git discovery and links; pickletools and shlex: refusals; torch: --verify); and a
+# check writes nothing (the writer and its thread).
+NOT_LOADED_BY_A_HOOK_RUN = ("typing", "shutil", "json", "subprocess", "pickletools", "torch", "dataclasses",
+                            "shlex")
+NOT_LOADED_BY_A_CHECK = ("pth_legacy_keys.writer", "threading", "queue")
 
 
 @pytest.mark.parametrize("command", ["check", "fix"])
 def test_a_hook_run_loads_only_what_it_needs(fixture_copy, command):
     path = fixture_copy("parametrized.bin", "model.pth")
+    unneeded = NOT_LOADED_BY_A_HOOK_RUN + (NOT_LOADED_BY_A_CHECK if command == "check" else ())
     probe = ("import sys; from pth_legacy_keys.cli import main; code = main(sys.argv[1:]); "
-             f"print(sorted(set({NOT_LOADED_BY_A_HOOK_RUN!r}) & set(sys.modules)), code)")
+             f"print(sorted(set({unneeded!r}) & set(sys.modules)), code)")
     run = subprocess.run([sys.executable, "-c", probe, command, "--hook", "--", str(path)],
                          capture_output=True, text=True, cwd=path.parent, env={**os.environ, "COLUMNS": "50"})
     assert run.stdout.splitlines()[-1] == f"[] {1 if command == 'check' else 0}", run.stdout + run.stderr

@@ -16,7 +16,6 @@ from .rvc import vocoder
 from .status import Status
 from .symlinks import require_no_link_out
 from .torch_route import read_checkpoint
-from .writer import replace_atomically
 
 LFS_POINTER_CHOICES = ("error", "skip")
 
@@ -112,6 +111,8 @@ def _rewrite(path, checkpoint, renames, to, families, compare_with_torch):
         missing = verify.torch_missing()
         if missing:
             raise FixAbandoned(f"{missing}")
+    from .writer import replace_atomically  # only here: a check's start-up needs no writer and no thread
+
     unit = checkpoint.unit
     rewrite = unit.write(checkpoint, unit.rename(checkpoint, renames.new_text.values()))
     compared = []

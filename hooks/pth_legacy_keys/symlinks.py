@@ -11,7 +11,6 @@ the user's own and are followed.
 import functools
 import os
 
-from .commands import fix_command
 from .errors import Refused
 from .walk import is_git_folder_name
 
@@ -44,6 +43,8 @@ def require_no_link_out(path, root, to):
     leads outside it."""
     escape = link_out_of(path, root)
     if escape:
+        from .commands import fix_command  # only here: a refusal is rare, and shlex costs every run
+
         raise Refused(f"{describe(escape)}; fix writes there only when you name the file itself: "
                       f"{fix_command(to, [os.path.realpath(path)])}")
 

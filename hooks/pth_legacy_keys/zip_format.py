@@ -83,15 +83,18 @@ class ZipFormat:
         records, end_of_records = _read_central_directory(source)
         prefix, by_name = _check_records(records, end_of_records)
         pickle_record = by_name[prefix + "data.pkl"]
-        next_starts = dict(zip((r.name for r in records),
-                               [r.header_offset for r in records[1:]] + [end_of_records]))
-        # The last record too, always: what follows it must be the central directory, not a second one.
         headers = ReadAhead(source)
-        located = {r.name: _located(headers, r, next_starts[r.name])
-                   for r in (records if for_rewrite else [pickle_record, records[-1]])}
-        records = tuple(located.get(r.name, r) for r in records)
-        by_name = {r.name: r for r in records}
-        pickle_record = by_name[pickle_record.name]
+        if for_rewrite:
+            ends = [r.header_offset for r in records[1:]] + [end_of_records]
+            records = tuple(map(_located, [headers] * len(records), records, ends))
+            by_name = {r.name: r for r in records}
+            pickle_record = by_name[pickle_record.name]
+        else:  # the pickle's, and the last: what follows it must be the central directory, not a second one
+            records = list(records)
+            at = records.index(pickle_record)
+            records[at] = pickle_record = _located(headers, pickle_record, _next_start(records, at, end_of_records))
+            records[-1] = _located(headers, records[-1], end_of_records)
+            records = tuple(records)
         pickle = source.read(pickle_record.data_offset, pickle_record.size)
         if zlib.crc32(pickle) != pickle_record.crc:
             raise Refused("the pickle record's CRC does not match its contents")
@@ -322,6 +325,11 @@ def _check_layout(records, end_of_records):
         minimum_end = record.header_offset + LOCAL_HEADER.size + len(record.name.encode()) + record.size
         if minimum_end > next_start:
             raise Refused(f"record '{record.name}' overlaps what follows it")
+
+
+def _next_start(records, at, end_of_records):
+    """Where what follows records[at] starts: the next record's local header, or the directory."""
+    return records[at + 1].header_offset if at + 1 < len(records) else end_of_records
 
 
 def _located(source, record, next_start):

@@ -301,20 +301,27 @@ def test_changed_since_takes_any_revision_git_takes(fixture_copy, tmp_path, monk
         assert "new.pth: 4 parametrized" in out and "old.pth" not in out
 
 
+ADD_SUBMODULE = ("-c", "protocol.file.allow=always", "submodule", "add", "-q")  # from a local path
+
+
+def repository(fixture_copy, folder, files, commit=True):
+    """A new git repository at `folder` (in tmp_path) holding `files`, {name: fixture}, added
+    and, with `commit`, committed."""
+    folder.mkdir()
+    git("init", "-q", "-b", "main", cwd=folder)
+    for name, fixture in files.items():
+        fixture_copy(fixture, f"{folder.name}/{name}")
+        git("add", name, cwd=folder)
+    if commit:
+        git("commit", "-q", "-m", "files", cwd=folder)
+    return folder
+
+
 def test_checkpoints_in_checked_out_submodules_are_examined(fixture_copy, tmp_path, monkeypatch, capsys):
-    library = tmp_path / "library"
-    library.mkdir()
-    git("init", "-q", "-b", "main", cwd=library)
-    fixture_copy("parametrized.bin", "library/voice.pth")
-    git("add", "voice.pth", cwd=library)
-    git("commit", "-q", "-m", "voice", cwd=library)
-    project = tmp_path / "project"
-    project.mkdir()
-    git("init", "-q", "-b", "main", cwd=project)
-    fixture_copy("legacy.bin", "project/own.pth")
-    git("add", "own.pth", cwd=project)
-    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "vendor", cwd=project)
-    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "unused", cwd=project)
+    library = repository(fixture_copy, tmp_path / "library", {"voice.pth": "parametrized.bin"})
+    project = repository(fixture_copy, tmp_path / "project", {"own.pth": "legacy.bin"}, commit=False)
+    git(*ADD_SUBMODULE, str(library), "vendor", cwd=project)
+    git(*ADD_SUBMODULE, str(library), "unused", cwd=project)
     git("submodule", "deinit", "-q", "-f", "unused", cwd=project)  # not checked out: nothing to examine
     git("commit", "-q", "-m", "base", cwd=project)
     monkeypatch.chdir(project)
@@ -623,16 +630,9 @@ def test_a_hook_examines_each_name_as_a_file(fixture_copy, tmp_path, monkeypatch
 
 def test_changed_since_sees_a_submodule_moved_under_ignore_all(fixture_copy, tmp_path, monkeypatch, capsys):
     """A pull request's .gitmodules can say `ignore = all`, which git diff honours by default."""
-    library = tmp_path / "library"
-    library.mkdir()
-    git("init", "-q", "-b", "main", cwd=library)
-    fixture_copy("legacy.bin", "library/v.pth")
-    git("add", "v.pth", cwd=library)
-    git("commit", "-q", "-m", "legacy", cwd=library)
-    project = tmp_path / "project"
-    project.mkdir()
-    git("init", "-q", "-b", "main", cwd=project)
-    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "voices", cwd=project)
+    library = repository(fixture_copy, tmp_path / "library", {"v.pth": "legacy.bin"})
+    project = repository(fixture_copy, tmp_path / "project", {}, commit=False)
+    git(*ADD_SUBMODULE, str(library), "voices", cwd=project)
     git("commit", "-q", "-m", "base", cwd=project)
     git("tag", "base", cwd=project)
     fixture_copy("parametrized.bin", "library/v.pth")

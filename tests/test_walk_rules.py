@@ -19,10 +19,10 @@ from helpers import DATA, LEGACY, LEGACY_FORMAT, PARAMETRIZED
 from pth_legacy_keys import pickle_walk, scan
 from pth_legacy_keys.errors import CheckpointError, Refused
 from pth_legacy_keys.pickle_walk import Dict, Storage, Tensor, Text, Truncated, walk
+from support.pickle_ops import PROTO2, global_, text
 
 # -- builders -------------------------------------------------------------------------------
 
-PROTO2 = pickle.PROTO + b"\x02"
 UNDERFLOW = "the pickle takes more items from its stack than it put there"
 NO_MARK = "the pickle pops a MARK it never set"
 
@@ -32,17 +32,8 @@ def stream(*parts):
     return PROTO2 + b"".join(parts) + pickle.STOP
 
 
-def text(value):
-    encoded = value.encode("utf-8", "surrogatepass")
-    return pickle.BINUNICODE + struct.pack("<I", len(encoded)) + encoded
-
-
 def int1(value):
     return pickle.BININT1 + bytes([value])
-
-
-def global_(module, name):
-    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
 
 
 def long1(value, size):
@@ -577,12 +568,9 @@ def test_the_dispatch_table_is_keyed_by_pickles_own_opcodes():
     """The table spells each opcode as a byte (importing pickle would cost every check ~1 ms);
     its comment names pickle's constant, and this holds the two to each other."""
     from pth_legacy_keys import pickle_walk
-    from support.pickle_ops import dispatch_table
+    from support.pickle_ops import assert_keyed_by_pickles_opcodes
 
-    entries = dispatch_table(pickle_walk)
-    assert len(entries) == len(pickle_walk._HANDLERS) > 30
-    for opcode, name in entries:
-        assert opcode == getattr(pickle, name), name
+    assert_keyed_by_pickles_opcodes(pickle_walk, more_than=30)
 
 
 # -- 6. mutation-testing gaps (mutmut over pickle_walk.py) -------------------------------------

@@ -151,10 +151,10 @@ def test_version_help_and_module_entry_point(fixture_copy):
 
 # What a hook run of check or fix need not load: each costs more start-up than reading a model's
 # pickle (typing, shutil with bz2 and lzma), or belongs to another path (json: --output json;
-# subprocess: git discovery and links; pickletools and shlex: refusals; torch: --verify); and a
-# check writes nothing (the writer and its thread).
+# subprocess: git discovery and links; pickletools and shlex: refusals; torch: --verify; ssl and
+# urllib: URLs); and a check writes nothing (the writer and its thread).
 NOT_LOADED_BY_A_HOOK_RUN = ("typing", "shutil", "json", "subprocess", "pickletools", "torch", "dataclasses",
-                            "shlex")
+                            "shlex", "ssl", "urllib.request", "pth_legacy_keys.http_source")
 NOT_LOADED_BY_A_CHECK = ("pth_legacy_keys.writer", "threading", "queue")
 
 

@@ -182,14 +182,14 @@ def test_a_malformed_number_anywhere_is_that_files_error(tmp_path, capsys, monke
     bad = copy_of(tmp_path, PARAMETRIZED, "bad.pth")
     good = good_file(tmp_path)
 
-    def read(path, **options):
+    def read(outcome, path, **options):
         if Path(path).name == "bad.pth":
             raise error
-        return read_checkpoint(path, **options)
+        return read_file(outcome, path, **options)
 
-    read_checkpoint = engine.read_checkpoint
-    monkeypatch.setattr(engine, "read_checkpoint", read)
-    monkeypatch.setattr(inspection, "read_checkpoint", read)
+    read_file = engine.read_file
+    monkeypatch.setattr(engine, "read_file", read)
+    monkeypatch.setattr(inspection, "read_file", read)
     code, out = run(capsys, command, bad, good)
     assert code == 2
     line = only_line(out, bad, "error")

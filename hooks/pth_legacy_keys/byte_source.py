@@ -78,6 +78,21 @@ class BytesSource:
         pass
 
 
+def is_url(path):
+    """Whether a PATH names a remote file (http:// or https://) rather than a local one."""
+    return isinstance(path, str) and path[:8].lower().startswith(("http://", "https://"))
+
+
+def open_source(path):
+    """The byte source for a PATH: a local file, or, for an http(s) URL, the remote file read
+    by ranges (http_source.py)."""
+    if is_url(path):
+        from .http_source import url_source  # only here: urllib and ssl would slow every local run
+
+        return url_source(path)
+    return FileSource(path)
+
+
 class ReadAhead:
     """`source` read through a window of `window` bytes: many small reads close together (the
     local headers and data descriptors of a zip's small records) cost one read of the source.

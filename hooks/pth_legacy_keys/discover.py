@@ -3,6 +3,7 @@
 import os
 import re
 
+from .byte_source import is_url
 from .patterns import expand, is_pattern
 from .symlinks import inside_repository
 from .walk import entries
@@ -34,8 +35,8 @@ def collect(paths, changed_since=None, literal=False):
     else:
         files = []
         for path in paths:
-            if "\0" in path:
-                files.append(path)  # no file has this name: it gets its own line saying so
+            if "\0" in path or is_url(path):
+                files.append(path)  # a URL is one file (its ? is no glob); a NUL: no file has that name
             elif is_pattern(path) and not literal:
                 files.extend(expand(path, _walk, inside_repository) or [path])
             elif os.path.isdir(path) and not literal:

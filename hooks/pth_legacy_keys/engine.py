@@ -15,7 +15,8 @@ from .report import FileReport
 from .rvc import vocoder
 from .status import Status
 from .symlinks import require_no_link_out
-from .torch_route import read_checkpoint
+from .byte_source import is_url, open_source
+from .torch_route import read, read_checkpoint
 
 LFS_POINTER_CHOICES = ("error", "skip")
 
@@ -45,9 +46,12 @@ def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root
     if lfs_pointers not in LFS_POINTER_CHOICES:
         raise ValueError(f"lfs_pointers must be one of {LFS_POINTER_CHOICES}, not {lfs_pointers!r}")
     report = FileReport(os.fspath(path), Status.OK, to)
+    if write and is_url(report.path):
+        report.status, report.reason = Status.ERROR, "fix cannot write to a URL: download the file, fix it there"
+        return report
 
     def examine(real_path):
-        checkpoint = read_checkpoint(real_path, for_rewrite=write)
+        checkpoint = read_file(report, real_path, for_rewrite=write)
         report.format = checkpoint.format
         found = vocoder(checkpoint.root)
         if found:
@@ -69,6 +73,16 @@ def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root
     return examine_safely(report, examine, lfs_pointers)
 
 
+def read_file(outcome, path, for_rewrite=False):
+    """Read the checkpoint at `path`, a local file or an http(s) URL; what a remote read cost
+    goes to `outcome.transfer`."""
+    with open_source(path) as source:
+        try:
+            return read(source, for_rewrite=for_rewrite)
+        finally:
+            outcome.transfer = source.transfer() if hasattr(source, "transfer") else None
+
+
 def examine_safely(report, examine, lfs_pointers="error"):
     """Run `examine(real path)` for `report.path`; turn every way a file can fail into
     `report.status` and `report.reason`, so that one bad file never stops the others."""
@@ -77,10 +91,13 @@ def examine_safely(report, examine, lfs_pointers="error"):
         report.status, report.reason = Status.ERROR, "the name holds a NUL byte, which no file's name can"
         return report
     try:
-        # A symlinked checkpoint is fixed where it lives; the link stays a link.
-        real_path = os.path.realpath(path)
-        require_regular_file(os.stat(real_path).st_mode)
-        examine(real_path)
+        if is_url(path):
+            examine(path)
+        else:
+            # A symlinked checkpoint is fixed where it lives; the link stays a link.
+            real_path = os.path.realpath(path)
+            require_regular_file(os.stat(real_path).st_mode)
+            examine(real_path)
     except CheckpointError as exc:
         report.status, report.reason = exc.status(lfs_pointers), str(exc)
         report.lfs_pointer = getattr(exc, "is_lfs_pointer", False)

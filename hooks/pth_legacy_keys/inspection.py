@@ -12,12 +12,12 @@ float inf, or a file's own string "Infinity"; the text output tells them apart: 
 import math
 
 from . import rvc
-from .engine import examine_safely
+from .byte_source import is_url
+from .engine import examine_safely, read_file
 from .pickle_walk import Dict, Tensor
 from .rename import FAMILIES, LEGACY, PARAMETRIZED, plan, shown_name
-from .report import Outcome, printable, shortener
+from .report import Outcome, printable, shortener, transfer_line
 from .status import Status
-from .torch_route import read_checkpoint
 
 METADATA_TEXT_LIMIT = 80
 # A metadata list may repeat one long string 64 times through the memo: JSON shows at most this much of each.
@@ -55,6 +55,7 @@ class Inspection(Outcome):
             "vocoder": None if self.vocoder is None else {
                 "name": self.vocoder.name, "evidence": self.vocoder.evidence, "legacy_rvc": False},
             "loads_in_legacy_rvc": self.legacy_rvc,
+            "remote": self.transfer,
         }
 
     def text_lines(self):
@@ -81,6 +82,8 @@ class Inspection(Outcome):
         if self.kind == "training checkpoint":
             field("verdict", "training checkpoint, not an inference model: RVC software loads the small "
                              "model file made from it, with 'weight' and 'config'")
+        if self.transfer:
+            field("remote", transfer_line(self.transfer).strip().removeprefix("read remotely: "))
         return lines
 
 
@@ -90,10 +93,9 @@ def inspect_file(path, lfs_pointers="error"):
     return examine_safely(inspection, lambda real_path: _inspect(inspection, real_path), lfs_pointers)
 
 
-
-
 def _inspect(inspection, path):
-    checkpoint = read_checkpoint(path, for_rewrite=True)
+    # A remote file is read as a check reads it: every record's header would cost a request each.
+    checkpoint = read_file(inspection, path, for_rewrite=not is_url(path))
     root = checkpoint.root
     inspection.container, inspection.container_text = checkpoint.unit.describe(checkpoint)
     if checkpoint.pickle is not None:

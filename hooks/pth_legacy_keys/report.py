@@ -48,6 +48,7 @@ class Outcome:
         self.reason = None
         self.lfs_pointer = False
         self.fix_abandoned = False  # fix threw its rewrite away: the file is as it was
+        self.transfer = None  # a remote file's: {"requests", "bytes", "streamed"} (http_source)
 
     @property
     def exit_code(self):
@@ -124,6 +125,8 @@ class FileReport(Outcome):
             yield printable(f"    {r.where or '<top>'}: {shown(r.old)} -> {shown(r.new)}")
         for p in self.problems:
             yield printable(f"    cannot convert {p.where or '<top>'}: {shown(p.module)}: {p.reason}")
+        if self.transfer:
+            yield transfer_line(self.transfer)
 
     def to_json(self):
         shown = shortener()
@@ -139,7 +142,15 @@ class FileReport(Outcome):
             "reason": self.reason,
             "warnings": list(self.warnings),
             "verified_tensors": self.verified,
+            "remote": self.transfer,
         }
+
+
+def transfer_line(transfer):
+    """-v's line on what reading a remote file cost."""
+    requests = transfer["requests"]
+    said = f"    read remotely: {requests} request{'s' if requests != 1 else ''}, {transfer['bytes']:,} bytes"
+    return said + (" (the server ignored Range: the whole file was streamed)" if transfer["streamed"] else "")
 
 
 def shortener():

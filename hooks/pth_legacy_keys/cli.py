@@ -7,6 +7,7 @@ import sys
 from functools import partial
 
 from . import __version__
+from .byte_source import is_url
 from .discover import DiscoveryError, collect, read_path_list
 from .engine import LFS_POINTER_CHOICES, fix, scan
 from .rename import DIRECTIONS, FAMILIES, LEGACY
@@ -91,8 +92,9 @@ def build_parser():
                              help="examine files in N processes (default: the number of cores, %(default)s); "
                                   "the output keeps the files' order")
         command.add_argument("--lfs-pointers", choices=LFS_POINTER_CHOICES, default="error",
-                             help="a Git LFS pointer instead of a checkpoint: fail (exit 2) or warn "
-                                  "(default: %(default)s)")
+                             help="a Git LFS pointer instead of a checkpoint: fail (exit 2), warn, or read "
+                                  "its object from the repository's LFS server by ranges (remote; fix "
+                                  "downloads only the objects that need a fix) (default: %(default)s)")
         command.add_argument("--hook", action="store_true",
                              help="run as a pre-commit hook: the file names follow --, so that none is read as "
                                   "an option, and only the options a hook needs are accepted")
@@ -122,6 +124,7 @@ def build_parser():
 
 
 PARALLEL_FROM = 8  # files: below this, starting worker processes costs more than it saves
+REMOTE_THREADS = 16  # files read over the network at once
 
 
 def _positive_int(text):
@@ -134,8 +137,16 @@ def _positive_int(text):
     return value
 
 
-def examine_all(examine, files, jobs):
-    """Yield `examine(path)` for `files`, in their order; in `jobs` processes when there are enough files."""
+def examine_all(examine, files, jobs, remote=False):
+    """Yield `examine(path)` for `files`, in their order; in `jobs` processes when there are
+    enough files, or, when some are read over the network, in REMOTE_THREADS threads (they
+    mostly wait)."""
+    if remote and len(files) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(REMOTE_THREADS, len(files))) as pool:
+            yield from pool.map(examine, files)
+        return
     context = _worker_context() if jobs > 1 and len(files) >= PARALLEL_FROM else None
     if context is None:
         for path in files:
@@ -218,13 +229,20 @@ def _main(argv):
 
             print(discovery_failed(str(exc)))
         return 2
+    lfs_objects = None
+    if args.lfs_pointers == "remote":
+        from .lfs_remote import locate  # one Batch API request for up to 100 pointers
+
+        lfs_objects = locate(files)
+    remote = bool(lfs_objects) or any(map(is_url, files))
     if args.command == "inspect":
-        return _inspect(files, args.output, args.lfs_pointers)
-    options = {"to": args.to, "lfs_pointers": args.lfs_pointers, "families": (args.only,) if args.only else FAMILIES}
+        return _inspect(files, args.output, args.lfs_pointers, lfs_objects, remote)
+    options = {"to": args.to, "lfs_pointers": args.lfs_pointers, "families": (args.only,) if args.only else FAMILIES,
+               "lfs_objects": lfs_objects}
     if args.command == "fix":
         options["verify"] = args.verify
     examine = partial(scan if args.command == "check" else fix, **options)
-    reports = examine_all(examine, files, args.jobs)
+    reports = examine_all(examine, files, args.jobs, remote)
     if args.output == "text" and not args.report:
         return _print_text(args.command, reports, args.verbosity)
     return _print_all(args, list(reports))  # the JSON document and GitHub's summary need them all at once
@@ -331,10 +349,11 @@ def _not_a_hook_invocation(parser, args, argv):
     return None
 
 
-def _inspect(files, output, lfs_pointers):
+def _inspect(files, output, lfs_pointers, lfs_objects, remote):
     from .inspection import inspect_file
 
-    inspections = [inspect_file(path, lfs_pointers) for path in files]
+    inspections = list(examine_all(partial(inspect_file, lfs_pointers=lfs_pointers, lfs_objects=lfs_objects),
+                                   files, 1, remote))
     if output == "json":
         write_inspections(sys.stdout, inspections, __version__)
         print()

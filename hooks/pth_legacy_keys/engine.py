@@ -8,7 +8,7 @@ import os
 import struct
 
 from .patterns import is_pattern
-from .errors import CheckpointError, FixAbandoned
+from .errors import CheckpointError, FixAbandoned, NotACheckpoint
 from .regular_file import require_regular_file
 from .rename import DIRECTIONS, FAMILIES, LEGACY, plan, shown_name
 from .report import FileReport
@@ -18,27 +18,34 @@ from .symlinks import require_no_link_out
 from .byte_source import is_url, open_source
 from .torch_route import read, read_checkpoint
 
-LFS_POINTER_CHOICES = ("error", "skip")
+LFS_POINTER_CHOICES = ("error", "skip", "remote")
 
 
-def scan(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES):
-    """Report what `fix` would rename in `path`, without changing it."""
-    return _run(path, to, lfs_pointers, families, write=False)
+def scan(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES, lfs_objects=None):
+    """Report what `fix` would rename in `path`, without changing it.
+
+    `lfs_pointers`: what a Git LFS pointer gets: an error, a warning ("skip"), or its object
+    read from the LFS server by ranges ("remote"; `lfs_objects` is lfs_remote.locate()'s answer
+    for it, asked for here when not given).
+    """
+    return _run(path, to, lfs_pointers, families, write=False, lfs_objects=lfs_objects)
 
 
-def fix(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES, verify=False, root=None):
+def fix(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES, verify=False, root=None, lfs_objects=None):
     """Rename the keys of `path` to the `to` names in place, if any need it.
 
     `families` limits the parametrizations converted (weight norm, spectral norm).  With
     `verify`, torch loads the original and the rewrite, and every tensor must be bit-equal
     under the renames before the rewrite replaces the original (see verify.py).  A symbolic
     link inside `root` (default: symlinks.writing_root()) is written through only when it
-    leads to a file inside `root`.
+    leads to a file inside `root`.  A Git LFS pointer with `lfs_pointers="remote"` whose object
+    needs a fix gets the object, downloaded, checked against its pointer and fixed, in its place.
     """
-    return _run(path, to, lfs_pointers, families, write=True, compare_with_torch=verify, root=root)
+    return _run(path, to, lfs_pointers, families, write=True, compare_with_torch=verify, root=root,
+                lfs_objects=lfs_objects)
 
 
-def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root=None):
+def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root=None, lfs_objects=None):
     if to not in DIRECTIONS:
         raise ValueError(f"to must be one of {DIRECTIONS}, not {to!r}")
     if not families or set(families) - set(FAMILIES):
@@ -51,7 +58,8 @@ def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root
         return report
 
     def examine(real_path):
-        checkpoint = read_file(report, real_path, for_rewrite=write)
+        lfs_object = lfs_object_of(real_path, lfs_pointers, lfs_objects)
+        checkpoint = read_file(report, real_path, for_rewrite=write and lfs_object is None, lfs_object=lfs_object)
         report.format = checkpoint.format
         found = vocoder(checkpoint.root)
         if found:
@@ -65,7 +73,10 @@ def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root
         elif renames.renames or renames.param_names:
             if write:
                 require_no_link_out(path, root, to)
-                report.verified = _rewrite(real_path, checkpoint, renames, to, families, compare_with_torch)
+                if lfs_object is not None:
+                    report.verified = _fix_lfs_object(real_path, lfs_object, report, to, families, compare_with_torch)
+                else:
+                    report.verified = _rewrite(real_path, checkpoint, renames, to, families, compare_with_torch)
                 report.status = Status.FIXED
             else:
                 report.status = Status.NEEDS_FIX
@@ -73,14 +84,66 @@ def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root
     return examine_safely(report, examine, lfs_pointers)
 
 
-def read_file(outcome, path, for_rewrite=False):
-    """Read the checkpoint at `path`, a local file or an http(s) URL; what a remote read cost
-    goes to `outcome.transfer`."""
-    with open_source(path) as source:
+def read_file(outcome, path, for_rewrite=False, lfs_object=None):
+    """Read the checkpoint at `path`, a local file or an http(s) URL, or, for a Git LFS pointer,
+    its object (`lfs_object`: an lfs_remote.Download); what a remote read cost goes to
+    `outcome.transfer`."""
+    if lfs_object is not None:
+        from .http_source import HttpSource, RemoteError
+
+        try:
+            source = HttpSource(lfs_object.href, lfs_object.header, lfs_object.size)
+        except RemoteError as exc:
+            raise NotACheckpoint(f"Git LFS pointer whose object could not be read ({exc})", is_lfs_pointer=True) from None
+    else:
+        source = open_source(path)
+    with source:
         try:
             return read(source, for_rewrite=for_rewrite)
         finally:
             outcome.transfer = source.transfer() if hasattr(source, "transfer") else None
+
+
+def lfs_object_of(real_path, lfs_pointers, lfs_objects):
+    """The lfs_remote.Download for a pointer at `real_path` when its object is to be read
+    remotely; None for any other file.  A pointer whose object cannot be found fails here."""
+    if lfs_pointers != "remote" or is_url(real_path):
+        return None
+    if lfs_objects is None:
+        from .lfs_remote import locate
+
+        lfs_objects = locate([real_path])
+    found = lfs_objects.get(real_path)
+    if isinstance(found, str):
+        raise NotACheckpoint(f"Git LFS pointer whose object could not be found ({found})", is_lfs_pointer=True)
+    return found
+
+
+def _fix_lfs_object(path, lfs_object, report, to, families, compare_with_torch):
+    """Download the object of the pointer at `path`, check it against the pointer, fix it,
+    and put it where the pointer was (so that `git add` stores a new LFS object); return what
+    --verify compared.  Any failure leaves the pointer as it was."""
+    from .http_source import HttpSource
+    from .writer import create_temporary, move_into_place
+
+    fd, temporary = create_temporary(path)
+    verified = []
+
+    def download_and_fix():
+        with os.fdopen(fd, "wb") as out, HttpSource(lfs_object.href, lfs_object.header, lfs_object.size) as source:
+            digest = source.save(out)
+            ranges, download = report.transfer or {"requests": 0, "bytes": 0}, source.transfer()
+            report.transfer = {**download, "requests": ranges["requests"] + download["requests"],
+                               "bytes": ranges["bytes"] + download["bytes"]}
+        if digest != lfs_object.oid:
+            raise FixAbandoned("the Git LFS object downloaded does not match its pointer's sha256")
+        fixed = fix(temporary, to, families=families, verify=compare_with_torch, root=os.path.dirname(temporary))
+        if fixed.status != Status.FIXED:
+            raise FixAbandoned(f"the Git LFS object: {fixed.verdict()}")
+        verified.append(fixed.verified)
+
+    move_into_place(temporary, path, download_and_fix)
+    return verified[0]
 
 
 def examine_safely(report, examine, lfs_pointers="error"):

@@ -58,13 +58,13 @@ class HttpSource:
 
     def __init__(self, url, headers=(), size=None, timeout=None):
         self.url = url
-        self.host = _host(url)
+        self.host = host_of(url)
         self.requests = 0
         self.received = 0
         self.streamed = False
         self._headers = dict(headers)
         self._timeout = TIMEOUT if timeout is None else timeout
-        self._opener = _opener(*(os.environ.get(name) for name in _SETTINGS))
+        self._opener = opener()
         self._blocks = {}
         self._spool = None
         self._version = None  # the first answer's ETag or Last-Modified
@@ -91,6 +91,28 @@ class HttpSource:
         data = b"".join(self._blocks[index] for index in range(first, last + 1))
         start = offset - first * BLOCK
         return data[start:start + n]
+
+    def save(self, out):
+        """Write the whole resource to the binary file `out`, never more than its size; return
+        its sha256 (hex), as a Git LFS pointer names it."""
+        import hashlib
+
+        digest, total = hashlib.sha256(), 0
+        with self._get("bytes=0-") as answer:
+            self._note_version(answer)
+            if answer.status not in (200, 206):
+                raise RemoteError(f"{self.host} answered HTTP {answer.status} to a download")
+            while total < self.size:
+                chunk = answer.read(min(STREAM_CHUNK, self.size - total))
+                if not chunk:
+                    break
+                out.write(chunk)
+                digest.update(chunk)
+                total += len(chunk)
+        self.received += total
+        if total != self.size:
+            raise RemoteError(f"{self.host} ended the download after {total:,} of {self.size:,} bytes")
+        return digest.hexdigest()
 
     def identity(self):
         """What tells this version of the resource from another: its URL, ETag (or
@@ -195,9 +217,9 @@ class HttpSource:
                     raise RemoteError(_http_error(exc, self.host)) from None
                 time.sleep(wait)
             except urllib.error.URLError as exc:
-                raise RemoteError(_network_error(exc.reason, self.host, self._timeout)) from None
+                raise RemoteError(network_error(exc.reason, self.host, self._timeout)) from None
             except (OSError, ValueError) as exc:  # timeouts, resets, malformed answers
-                raise RemoteError(_network_error(exc, self.host, self._timeout)) from None
+                raise RemoteError(network_error(exc, self.host, self._timeout)) from None
         raise AssertionError("unreachable")
 
 
@@ -211,9 +233,9 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         if target:
             scheme = urllib.parse.urlsplit(urllib.parse.urljoin(request.full_url, target)).scheme.lower()
             if scheme not in ("http", "https"):
-                raise RemoteError(f"{_host(request.full_url)} redirects to a {scheme} URL, which is not HTTP")
+                raise RemoteError(f"{host_of(request.full_url)} redirects to a {scheme} URL, which is not HTTP")
             if request.full_url.lower().startswith("https:") and scheme == "http":
-                raise RemoteError(f"{_host(request.full_url)} redirects from HTTPS to plain HTTP")
+                raise RemoteError(f"{host_of(request.full_url)} redirects from HTTPS to plain HTTP")
         return super().http_error_302(request, answer, code, message, headers)
 
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
@@ -222,6 +244,11 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 # What the opener is made from: certificates and proxies, as the environment says at the time.
 _SETTINGS = ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
              "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
+
+
+def opener():
+    """urllib's opener with our redirects, for the certificates and proxies the environment names."""
+    return _opener(*(os.environ.get(name) for name in _SETTINGS))
 
 
 @functools.lru_cache(maxsize=4)
@@ -257,7 +284,7 @@ def _http_error(error, host):
     return f"{host} answered HTTP {error.code} {reason}".rstrip()
 
 
-def _network_error(reason, host, timeout):
+def network_error(reason, host, timeout):
     if isinstance(reason, RemoteError):
         return str(reason)
     if isinstance(reason, (socket.timeout, TimeoutError)):
@@ -276,7 +303,8 @@ def _network_error(reason, host, timeout):
     return f"cannot read from {host}: {text or type(reason).__name__}"
 
 
-def _host(url):
+def host_of(url):
+    """host[:port] of `url`: what messages name (never its path or query)."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or "?"
     return f"{host}:{parts.port}" if parts.port else host

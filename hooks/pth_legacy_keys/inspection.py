@@ -10,10 +10,11 @@ float inf, or a file's own string "Infinity"; the text output tells them apart: 
 """
 
 import math
+import os
 
 from . import rvc
 from .byte_source import is_url
-from .engine import examine_safely, read_file
+from .engine import examine_safely, lfs_object_of, read_file
 from .pickle_walk import Dict, Tensor
 from .rename import FAMILIES, LEGACY, PARAMETRIZED, plan, shown_name
 from .report import Outcome, printable, shortener, transfer_line
@@ -87,15 +88,21 @@ class Inspection(Outcome):
         return lines
 
 
-def inspect_file(path, lfs_pointers="error"):
-    """Inspect the file at `path`; failures become its status and reason."""
-    inspection = Inspection(path)
-    return examine_safely(inspection, lambda real_path: _inspect(inspection, real_path), lfs_pointers)
+def inspect_file(path, lfs_pointers="error", lfs_objects=None):
+    """Inspect the file at `path`; failures become its status and reason.  `lfs_pointers` and
+    `lfs_objects` as for engine.scan."""
+    inspection = Inspection(os.fspath(path))
+
+    def examine(real_path):
+        _inspect(inspection, real_path, lfs_object_of(real_path, lfs_pointers, lfs_objects))
+
+    return examine_safely(inspection, examine, lfs_pointers)
 
 
-def _inspect(inspection, path):
+def _inspect(inspection, path, lfs_object):
     # A remote file is read as a check reads it: every record's header would cost a request each.
-    checkpoint = read_file(inspection, path, for_rewrite=not is_url(path))
+    remote = is_url(path) or lfs_object is not None
+    checkpoint = read_file(inspection, path, for_rewrite=not remote, lfs_object=lfs_object)
     root = checkpoint.root
     inspection.container, inspection.container_text = checkpoint.unit.describe(checkpoint)
     if checkpoint.pickle is not None:

@@ -240,7 +240,7 @@ def replace_atomically(path, identity, pieces, read_back, last_check=None):
     if not stat.S_IMODE(before.st_mode) & 0o222:
         raise FixAbandoned("the file is read-only")
     remove_stale_temporaries(path)
-    fd, temporary = _create_temporary(path)
+    fd, temporary = create_temporary(path)
 
     def prepare():
         try:
@@ -284,7 +284,7 @@ def _write_and_check(path, identity, pieces, fd, temporary, before, read_back):
         disk.raise_error()
 
 
-def _create_temporary(path):
+def create_temporary(path):
     """A new file beside `path`, named for it and for this process (see remove_stale_temporaries)."""
     folder = os.path.dirname(path) or "."
     flags = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -310,6 +310,26 @@ def _swap_in(temporary, path, prepare):
             pass
         raise
     _fsync_folder(os.path.dirname(path) or ".")
+
+
+def move_into_place(temporary, path, fill):
+    """Run `fill()`, which writes the file `temporary` (from create_temporary(path)), then let it
+    replace `path` with `path`'s owner, group and permission bits, fsynced.  Any failure removes
+    `temporary` and leaves `path` as it was."""
+
+    def prepare():
+        fill()
+        before = os.stat(path)
+        fd = os.open(temporary, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            _keep_owner(fd, before)
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, stat.S_IMODE(before.st_mode))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    _swap_in(temporary, path, prepare)
 
 
 def write_new_file(path, fill):

@@ -25,6 +25,7 @@ class Route:
     redirect: str = ""  # answer 302 to this URL
     extra: bytes = b""  # bytes sent after what was asked for, beyond the Content-Range
     etags: list = field(default_factory=list)  # the ETag of each answer in turn (the file changing)
+    answer: object = None  # for POST: answer(request body, log entry) -> (status, headers, body)
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Logged:
     status: int
     sent: int  # body bytes
     authorization: str
+    headers: dict = field(default_factory=dict)
+    body: bytes = b""  # a POST's
 
 
 class Server:
@@ -51,6 +54,9 @@ class Server:
 
             def do_GET(self):  # noqa: N802 (http.server's name)
                 server._answer(self)
+
+            def do_POST(self):  # noqa: N802
+                server._answer_post(self)
 
             def log_message(self, *args):
                 pass
@@ -77,10 +83,18 @@ class Server:
     def requests(self, path=None):
         return [entry for entry in self.log if path is None or entry.path == path]
 
-    def _record(self, handler, status, sent):
+    def _record(self, handler, status, sent, body=b""):
         with self._lock:
             self.log.append(Logged(handler.command, handler.path, handler.headers.get("Range", ""), status, sent,
-                                   handler.headers.get("Authorization", "")))
+                                   handler.headers.get("Authorization", ""), dict(handler.headers.items()), body))
+
+    def _answer_post(self, handler):
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        route = self.routes.get(handler.path.split("?", 1)[0])
+        if route is None or route.answer is None:
+            return self._send(handler, 404, {}, b"not here")
+        status, headers, answer = route.answer(body, handler.headers)
+        return self._send(handler, status, headers, answer, request_body=body)
 
     def _answer(self, handler):
         route = self.routes.get(handler.path.split("?", 1)[0])
@@ -104,12 +118,12 @@ class Server:
         body = data[start:end + 1]
         return self._send(handler, 206, headers, body, extra=route.extra)
 
-    def _send(self, handler, status, headers, body, extra=b""):
+    def _send(self, handler, status, headers, body, extra=b"", request_body=b""):
         handler.send_response(status)
         for name, value in headers.items():
             handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(body) + len(extra)))
-        self._record(handler, status, len(body) + len(extra))  # before the client can have the answer
+        self._record(handler, status, len(body) + len(extra), request_body)  # before the client has the answer
         handler.end_headers()
         try:
             handler.wfile.write(body + extra)

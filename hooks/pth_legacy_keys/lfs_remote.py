@@ -1,0 +1,269 @@
+"""Git LFS objects read where they are stored: the Batch API, then HTTP ranges (http_source).
+
+A checkout without LFS content leaves pointers (lfs_pointer.py) where checkpoints should be.
+With `--lfs-pointers remote`, the pointers are gathered, the repository's LFS server is asked
+where each object can be downloaded (one Batch API request for up to 100 objects), and each
+object is then read by ranges like any URL: a check costs a few blocks of it, not the object.
+
+The endpoint is found as git-lfs finds it (docs/api/server-discovery.md): `lfs.url`, then
+`remote.<remote>.lfsurl`, in git's configuration and then in `.lfsconfig`, else the remote's
+URL with `.git/info/lfs` (an SSH remote, `git@host:owner/repo`, maps to its HTTPS form; no ssh
+is run).  Credentials: PTH_LEGACY_KEYS_LFS_TOKEN (HTTP Basic, user `x-access-token`, as
+actions/checkout sends a token), else, if the server answers 401, `git credential fill`, never
+interactive.  They go to the endpoint's host only; a download href gets exactly the headers the
+server gave for it.
+"""
+
+import base64
+import json
+import os
+import re
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from .http_source import TIMEOUT, RemoteError, host_of, network_error, opener
+from .lfs_pointer import MAX_POINTER_BYTES, POINTER
+
+BATCH_SIZE = 100  # objects per Batch API request, as git-lfs sends them
+MAX_BATCH_ANSWER = 16 << 20  # bytes of JSON we read from one answer
+TOKEN_VARIABLE = "PTH_LEGACY_KEYS_LFS_TOKEN"
+MEDIA_TYPE = "application/vnd.git-lfs+json"
+POINTER_FIELDS = re.compile(rb"oid sha256:([0-9a-f]{64})\nsize ([0-9]{1,20})\n")
+SCP_LIKE = re.compile(r"(?:[^@/]+@)?([^:/]+):(?!//)(.+)")  # git@host:owner/repo.git
+
+
+class Download:
+    """Where one object can be read: `href` with exactly `header`; `size` bytes, `oid` its sha256."""
+
+    __slots__ = ("oid", "size", "href", "header")
+
+    def __init__(self, oid, size, href, header):
+        self.oid, self.size, self.href, self.header = oid, size, href, header
+
+    def __reduce__(self):  # handed to worker processes
+        return Download, (self.oid, self.size, self.href, self.header)
+
+
+def pointer_fields(data):
+    """(oid, size) of the Git LFS pointer `data` (a whole file), or None if it is not one."""
+    if len(data) > MAX_POINTER_BYTES or POINTER.fullmatch(data) is None:
+        return None
+    oid, size = POINTER_FIELDS.search(data).groups()
+    return oid.decode(), int(size)
+
+
+def locate(paths):
+    """{real path: Download, or the reason (str) it cannot be read remotely} for each of
+    `paths` that is a Git LFS pointer; other paths are left out."""
+    pointers = {}  # real path -> (oid, size)
+    for path in paths:
+        fields = _read_pointer(path)
+        if fields:
+            pointers[os.path.realpath(path)] = fields
+    found = {}
+    by_endpoint = {}
+    for path, fields in pointers.items():
+        try:
+            endpoint = endpoint_for(os.path.dirname(path))
+        except RemoteError as exc:
+            found[path] = str(exc)
+            continue
+        by_endpoint.setdefault(endpoint, {}).setdefault(fields, []).append(path)
+    for endpoint, objects in by_endpoint.items():
+        client = _BatchClient(endpoint)
+        objects = list(objects.items())  # ((oid, size), [paths]): each object asked for once
+        for start in range(0, len(objects), BATCH_SIZE):
+            found.update(client.downloads(objects[start:start + BATCH_SIZE]))
+    return found
+
+
+def _read_pointer(path):
+    try:
+        with open(path, "rb") as f:
+            return pointer_fields(f.read(MAX_POINTER_BYTES + 1))
+    except OSError:
+        return None  # examined later, which says what is wrong with it
+
+
+# -- the endpoint -----------------------------------------------------------------------
+
+
+def endpoint_for(folder):
+    """The LFS endpoint of the git repository `folder` is in, as git-lfs would use it."""
+    top = _git(folder, "rev-parse", "--show-toplevel")
+    if top is None:
+        raise RemoteError("a Git LFS pointer outside a git repository: no LFS server to ask")
+    remote = _remote_name(top)
+    for key in ("lfs.url", f"remote.{remote}.lfsurl"):
+        for where in ((), ("--file", os.path.join(top, ".lfsconfig"))):
+            value = _git(top, "config", *where, "--get", key)
+            if value:
+                return _http_endpoint(value, f"{key} ({value})")
+    url = _git(top, "config", "--get", f"remote.{remote}.url")
+    if not url:
+        raise RemoteError(f"no LFS endpoint: the repository has no remote '{remote}' and no lfs.url")
+    return _http_endpoint(_derived(url), f"the remote '{remote}'")
+
+
+def _remote_name(top):
+    """The remote git-lfs would take: the current branch's, the only one, or origin."""
+    branch = _git(top, "symbolic-ref", "--quiet", "--short", "HEAD")
+    tracked = branch and _git(top, "config", "--get", f"branch.{branch}.remote")
+    if tracked:
+        return tracked
+    remotes = (_git(top, "remote") or "").split()
+    return remotes[0] if len(remotes) == 1 else "origin"
+
+
+def _derived(url):
+    """The LFS endpoint git-lfs derives from a remote's URL."""
+    scp = SCP_LIKE.fullmatch(url) if "://" not in url else None
+    if scp:
+        url = f"https://{scp.group(1)}/{scp.group(2).lstrip('/')}"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("ssh", "git+ssh", "ssh+git", "git"):
+        parts = parts._replace(scheme="https", netloc=parts.hostname or "")
+    path = parts.path.rstrip("/")
+    path = path if path.endswith(".git") else path + ".git"
+    return urllib.parse.urlunsplit(parts._replace(path=path + "/info/lfs", query="", fragment=""))
+
+
+def _http_endpoint(url, source):
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise RemoteError(f"the LFS endpoint from {source} is not an HTTP(S) URL")
+    return url.rstrip("/")
+
+
+def _git(folder, *arguments):
+    try:
+        done = subprocess.run(["git", *arguments], cwd=folder, capture_output=True, timeout=30,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = done.stdout.decode("utf-8", "replace").strip()
+    return text if done.returncode == 0 and text else None
+
+
+# -- the Batch API ----------------------------------------------------------------------
+
+
+class _BatchClient:
+    """Batch API requests to one endpoint, with its credentials."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+        self.host = host_of(endpoint)
+        token = os.environ.get(TOKEN_VARIABLE)
+        self.authorization = _basic("x-access-token", token) if token else None
+        self.asked_git = False
+
+    def downloads(self, objects):
+        """{path: Download or reason} for `objects`, [((oid, size), [paths])], in one request."""
+        wanted = dict(objects)
+        body = {"operation": "download", "transfers": ["basic"], "hash_algo": "sha256",
+                "objects": [{"oid": oid, "size": size} for oid, size in wanted]}
+        try:
+            answer = self._post(body)
+            objects = _objects(answer, self.host)
+        except RemoteError as exc:
+            return {path: str(exc) for paths in wanted.values() for path in paths}
+        found = {}
+        for (oid, size), paths in wanted.items():
+            result = _download(objects.get(oid), oid, size, self.host)
+            for path in paths:
+                found[path] = result
+        return found
+
+    def _post(self, body):
+        data = json.dumps(body).encode()
+        while True:
+            request = urllib.request.Request(self.endpoint + "/objects/batch", data=data, method="POST",
+                                             headers={"Accept": MEDIA_TYPE, "Content-Type": MEDIA_TYPE})
+            if self.authorization:
+                request.add_unredirected_header("Authorization", self.authorization)
+            try:
+                with opener().open(request, timeout=TIMEOUT) as answer:
+                    raw = answer.read(MAX_BATCH_ANSWER + 1)
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                if exc.code == 401 and not self.asked_git:
+                    self.asked_git = True
+                    self.authorization = _git_credential(self.endpoint) or self.authorization
+                    if self.authorization:
+                        continue
+                raise RemoteError(f"the LFS server {self.host} answered HTTP {exc.code}"
+                                  + (" (set PTH_LEGACY_KEYS_LFS_TOKEN, or a git credential for it)"
+                                     if exc.code in (401, 403) else "")) from None
+            except urllib.error.URLError as exc:
+                raise RemoteError(f"the LFS server: {network_error(exc.reason, self.host, TIMEOUT)}") from None
+            except (OSError, ValueError) as exc:
+                raise RemoteError(f"the LFS server: {network_error(exc, self.host, TIMEOUT)}") from None
+            if len(raw) > MAX_BATCH_ANSWER:
+                raise RemoteError(f"the LFS server {self.host} sent a batch answer over {MAX_BATCH_ANSWER >> 20} MiB")
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise RemoteError(f"the LFS server {self.host} sent a batch answer that is not JSON") from None
+
+
+def _objects(answer, host):
+    """{oid: object} from a batch answer, checked for the shape the API gives."""
+    objects = answer.get("objects") if isinstance(answer, dict) else None
+    if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
+        raise RemoteError(f"the LFS server {host} sent a batch answer without a list of objects")
+    if answer.get("transfer", "basic") != "basic":
+        raise RemoteError(f"the LFS server {host} chose a transfer other than basic")
+    return {o.get("oid"): o for o in objects if isinstance(o.get("oid"), str)}
+
+
+def _download(found, oid, size, host):
+    """The Download for one object of a batch answer, or the reason there is none."""
+    if found is None:
+        return f"the LFS server {host} did not answer for object {oid[:12]}"
+    error = found.get("error")
+    if error is not None:
+        code = error.get("code") if isinstance(error, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        said = " ".join(str(message).split())[:100] if message else "no message"
+        return f"the LFS server {host} has no object {oid[:12]} (error {code}: {said})"
+    if found.get("size") != size:
+        return f"the LFS server {host} describes object {oid[:12]} with another size than the pointer's"
+    action = (found.get("actions") or {}).get("download") if isinstance(found.get("actions"), dict) else None
+    href = action.get("href") if isinstance(action, dict) else None
+    header = action.get("header", {}) if isinstance(action, dict) else None
+    if not isinstance(href, str) or urllib.parse.urlsplit(href).scheme.lower() not in ("http", "https"):
+        return f"the LFS server {host} gave no HTTP(S) download for object {oid[:12]}"
+    if not isinstance(header, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in header.items()):
+        return f"the LFS server {host} gave a malformed header for object {oid[:12]}"
+    if any(not _is_header_field(k) or any(c in v for c in "\r\n\0") for k, v in header.items()):
+        return f"the LFS server {host} gave a malformed header for object {oid[:12]}"
+    return Download(oid, size, href, dict(header))
+
+
+def _is_header_field(name):
+    return bool(re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name))
+
+
+def _basic(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _git_credential(endpoint):
+    """HTTP Basic from `git credential fill` for `endpoint`, asked never interactively; None."""
+    parts = urllib.parse.urlsplit(endpoint)
+    query = f"protocol={parts.scheme}\nhost={parts.netloc}\npath={parts.path.lstrip('/')}\n\n"
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never", "GIT_ASKPASS": "",
+           "SSH_ASKPASS": ""}
+    try:
+        done = subprocess.run(["git", "credential", "fill"], input=query.encode(), capture_output=True,
+                              timeout=30, env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    fields = dict(line.split("=", 1) for line in done.stdout.decode("utf-8", "replace").splitlines() if "=" in line)
+    if "password" not in fields:
+        return None
+    return _basic(fields.get("username", ""), fields["password"])

@@ -82,7 +82,7 @@ def repository(tmp_path, lfs):
     folder = tmp_path / "models"
     folder.mkdir()
     git("init", "-q", "-b", "main", cwd=folder)
-    git("config", "lfs.url", lfs.endpoint, cwd=folder)
+    git("remote", "add", "origin", lfs.endpoint_server.url("/o/r"), cwd=folder)  # endpoint: /o/r.git/info/lfs
     return folder
 
 
@@ -119,6 +119,22 @@ def test_the_token_goes_to_the_endpoint_and_the_storage_gets_only_its_header(lfs
     assert reads and all(entry.authorization == "" and entry.headers.get("X-Storage-Key") == "for-storage"
                          for entry in reads)
     assert all(TOKEN not in json.dumps(entry.headers) for entry in reads)
+
+
+def test_the_token_never_goes_to_an_endpoint_a_pull_request_names(lfs, repository):
+    """A pull request can add a .lfsconfig naming any server: it gets the batch request (git-lfs
+    would ask it too), never the job's token, which is for the remote's own host."""
+    elsewhere = Server("127.0.0.2")
+    try:
+        elsewhere.routes["/steal/objects/batch"] = Route(answer=lambda body, headers: (404, {}, b""))
+        (repository / ".lfsconfig").write_text(f"[lfs]\n\turl = {elsewhere.url('/steal')}\n")
+        path = add_pointer(lfs, repository, "a.pth", PARAMETRIZED)
+        report = scan(path, lfs_pointers="remote")
+    finally:
+        elsewhere.close()
+    assert report.status == "not-checked" and "answered HTTP 404" in report.reason
+    assert [entry.authorization for entry in elsewhere.log] == [""]
+    assert TOKEN not in json.dumps([entry.headers for entry in elsewhere.log])
 
 
 def test_one_batch_request_for_many_pointers_and_one_per_hundred(lfs, repository, capsys):

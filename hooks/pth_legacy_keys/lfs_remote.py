@@ -10,8 +10,9 @@ The endpoint is found as git-lfs finds it (docs/api/server-discovery.md): `lfs.u
 URL with `.git/info/lfs` (an SSH remote, `git@host:owner/repo`, maps to its HTTPS form; no ssh
 is run).  Credentials: PTH_LEGACY_KEYS_LFS_TOKEN (HTTP Basic, user `x-access-token`, as
 actions/checkout sends a token), else, if the server answers 401, `git credential fill`, never
-interactive.  They go to the endpoint's host only; a download href gets exactly the headers the
-server gave for it.
+interactive.  The token goes only to an endpoint on the host of the repository's own remote:
+a pull request can add a `.lfsconfig` naming any server, and must not receive the job's token
+that way.  A download href gets exactly the headers the server gave for it.
 """
 
 import base64
@@ -66,13 +67,13 @@ def locate(paths):
     by_endpoint = {}
     for path, fields in pointers.items():
         try:
-            endpoint = endpoint_for(os.path.dirname(path))
+            endpoint = endpoint_for(os.path.dirname(path), with_remote_host=True)
         except RemoteError as exc:
             found[path] = str(exc)
             continue
         by_endpoint.setdefault(endpoint, {}).setdefault(fields, []).append(path)
-    for endpoint, objects in by_endpoint.items():
-        client = _BatchClient(endpoint)
+    for (endpoint, remote_host), objects in by_endpoint.items():
+        client = _BatchClient(endpoint, token_allowed=host_of(endpoint) == remote_host)
         objects = list(objects.items())  # ((oid, size), [paths]): each object asked for once
         for start in range(0, len(objects), BATCH_SIZE):
             found.update(client.downloads(objects[start:start + BATCH_SIZE]))
@@ -90,21 +91,31 @@ def _read_pointer(path):
 # -- the endpoint -----------------------------------------------------------------------
 
 
-def endpoint_for(folder):
-    """The LFS endpoint of the git repository `folder` is in, as git-lfs would use it."""
+def endpoint_for(folder, with_remote_host=False):
+    """The LFS endpoint of the git repository `folder` is in, as git-lfs would use it; with
+    `with_remote_host`, (endpoint, host of the remote's own URL, or None)."""
     top = _git(folder, "rev-parse", "--show-toplevel")
     if top is None:
         raise RemoteError("a Git LFS pointer outside a git repository: no LFS server to ask")
     remote = _remote_name(top)
+    url = _git(top, "config", "--get", f"remote.{remote}.url")
+    remote_host = host_of(_derived(url)) if url else None
+    endpoint = _configured_endpoint(top, remote)
+    if endpoint is None:
+        if not url:
+            raise RemoteError(f"no LFS endpoint: the repository has no remote '{remote}' and no lfs.url")
+        endpoint = _http_endpoint(_derived(url), f"the remote '{remote}'")
+    return (endpoint, remote_host) if with_remote_host else endpoint
+
+
+def _configured_endpoint(top, remote):
+    """lfs.url, then remote.<remote>.lfsurl, each from git's configuration and then .lfsconfig."""
     for key in ("lfs.url", f"remote.{remote}.lfsurl"):
         for where in ((), ("--file", os.path.join(top, ".lfsconfig"))):
             value = _git(top, "config", *where, "--get", key)
             if value:
                 return _http_endpoint(value, f"{key} ({value})")
-    url = _git(top, "config", "--get", f"remote.{remote}.url")
-    if not url:
-        raise RemoteError(f"no LFS endpoint: the repository has no remote '{remote}' and no lfs.url")
-    return _http_endpoint(_derived(url), f"the remote '{remote}'")
+    return None
 
 
 def _remote_name(top):
@@ -152,10 +163,10 @@ def _git(folder, *arguments):
 class _BatchClient:
     """Batch API requests to one endpoint, with its credentials."""
 
-    def __init__(self, endpoint):
+    def __init__(self, endpoint, token_allowed):
         self.endpoint = endpoint
         self.host = host_of(endpoint)
-        token = os.environ.get(TOKEN_VARIABLE)
+        token = os.environ.get(TOKEN_VARIABLE) if token_allowed else None
         self.authorization = _basic("x-access-token", token) if token else None
         self.asked_git = False
 

@@ -150,6 +150,21 @@ def test_one_batch_request_for_many_pointers_and_one_per_hundred(lfs, repository
     assert objects == [100, 1]  # 101 objects, each asked for once, 100 per request
 
 
+def test_objects_are_read_at_once_not_one_after_another(lfs, repository, capsys):
+    """Each object's read waits at a barrier for three others: read one after another, they
+    would break it (and the server would answer 500)."""
+    import threading
+
+    barrier = threading.Barrier(4, timeout=20)
+    data = PARAMETRIZED.read_bytes()
+    paths = [add_pointer(lfs, repository, f"m{i:02}.pth", data + b"\0" * i) for i in range(1, 9)]
+    for route in lfs.storage.routes.values():
+        route.barrier = barrier
+    code, out = run(capsys, "check", "--lfs-pointers", "remote", *paths)
+    assert out.count("refused: the zip end record is not the last 22 bytes") == 8, out
+    assert [entry.status for entry in lfs.storage.log] == [206] * 8
+
+
 def test_the_command_line_says_what_reading_cost(lfs, repository, capsys):
     path = add_pointer(lfs, repository, "a.pth", PARAMETRIZED)
     code, out = run(capsys, "check", "-v", "--lfs-pointers", "remote", path)

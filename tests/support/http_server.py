@@ -26,6 +26,7 @@ class Route:
     extra: bytes = b""  # bytes sent after what was asked for, beyond the Content-Range
     etags: list = field(default_factory=list)  # the ETag of each answer in turn (the file changing)
     answer: object = None  # for POST: answer(request body, log entry) -> (status, headers, body)
+    barrier: object = None  # a threading.Barrier each GET waits at: proof that requests come at once
 
 
 @dataclass
@@ -100,6 +101,11 @@ class Server:
         route = self.routes.get(handler.path.split("?", 1)[0])
         if route is None:
             return self._send(handler, 404, {}, b"not here")
+        if route.barrier is not None:
+            try:
+                route.barrier.wait()
+            except threading.BrokenBarrierError:
+                return self._send(handler, 500, {}, b"not enough requests at once")
         if route.redirect:
             return self._send(handler, 302, {"Location": route.redirect}, b"")
         if route.status and route.fail_times != 0:

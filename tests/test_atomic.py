@@ -9,6 +9,7 @@ from pth_legacy_keys import torch_pickle, writer
 from pth_legacy_keys.pre16_format import PRE16
 from pth_legacy_keys.zip_format import ZIP
 from pth_legacy_keys.cli import main
+from support.copy_faults import patch_copy
 
 not_as_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
                                  reason="root writes anywhere")
@@ -129,15 +130,13 @@ def test_corrupt_output_is_reported_as_a_failed_rewrite(tmp_path, capsys, monkey
 def test_copied_record_with_wrong_bytes_fails_verification(tmp_path, capsys, monkeypatch):
     # A copy that silently writes zeros (as copy_file_range has done on some kernels and
     # filesystems) keeps every size and the old CRC: only the bytes themselves tell.
-    real_copy_from = writer._Output.copy_from
-
-    def zero_the_largest_tensor(self, source, offset, length):
+    def zero_the_largest_tensor(copy, output, source, offset, length):
         if length == 96:  # parametrized/data/5
-            self.write(bytes(length))
+            output.write(bytes(length))
         else:
-            real_copy_from(self, source, offset, length)
+            copy(output, source, offset, length)
 
-    monkeypatch.setattr(writer._Output, "copy_from", zero_the_largest_tensor)
+    patch_copy(monkeypatch, zero_the_largest_tensor)
     assert_fix_fails_cleanly(capsys, copy_of(tmp_path), "", statuses=("error", "refused"))
 
 
@@ -165,14 +164,12 @@ def test_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 
 def test_file_changed_during_fix_is_not_overwritten(tmp_path, capsys, monkeypatch):
     path = copy_of(tmp_path)
-    real_copy_from = writer._Output.copy_from
-
-    def copy_while_someone_appends(self, source, offset, length):
+    def copy_while_someone_appends(copy, output, source, offset, length):
         with open(path, "ab") as other_writer:
             other_writer.write(b"!")
-        real_copy_from(self, source, offset, length)
+        copy(output, source, offset, length)
 
-    monkeypatch.setattr(writer._Output, "copy_from", copy_while_someone_appends)
+    patch_copy(monkeypatch, copy_while_someone_appends)
     code, out = run(capsys, "fix", path)
     assert code == 2
     assert lines_about(out, path) == [

@@ -2,6 +2,7 @@
 torch's framing (zip64 exactly where miniz puts it), and a fix that meets a bad record CRC."""
 
 import io
+import re
 import struct
 import zipfile
 import zlib
@@ -11,11 +12,12 @@ from helpers import LEGACY, PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import zip_format
 from pth_legacy_keys.byte_source import BytesSource, FileSource, ReadAhead
 from pth_legacy_keys.checkpoint import Checkpoint, SourceRange
-from pth_legacy_keys.errors import CheckpointError
+from pth_legacy_keys.errors import CheckpointError, Refused
 from pth_legacy_keys.rename import LEGACY as TO_LEGACY
 from pth_legacy_keys.rename import PARAMETRIZED as TO_PARAMETRIZED
 from pth_legacy_keys.torch_route import read
 from pth_legacy_keys.zip_format import U32_MAX, ZIP, Record, ZipLayout
+from support import build_zip, zip_records
 from support.formats_helpers import materialized, renamed_rewrite
 
 
@@ -230,3 +232,140 @@ def test_fix_refuses_a_record_that_does_not_match_its_crc(tmp_path, capsys):
 
 def test_the_legacy_fixture_reads_as_zip():
     assert read(BytesSource(LEGACY.read_bytes())).format == "zip"
+
+
+# -- .storage_alignment: read for a rewrite, refused unless a sane number ---------------------
+
+
+def with_alignment(raw):
+    """The fixture's records with a .storage_alignment record holding `raw` (zipfile's framing)."""
+    records = [(name, data) for name, data in zip_records(PARAMETRIZED) if not name.endswith(".storage_alignment")]
+    return BytesSource(build_zip(records + [("parametrized/.storage_alignment", raw)]))
+
+
+@pytest.mark.parametrize("raw, alignment", [
+    (b"64", 64), (b" 64\n", 64), (b"1", 1), (b"00000064", 64), (b"1048576", 1 << 20),
+], ids=["64", "spaced", "1", "eight-digits", "1-MiB"])
+def test_a_sane_storage_alignment_is_read(raw, alignment):
+    assert read(with_alignment(raw), for_rewrite=True).layout.alignment == alignment
+    assert read(with_alignment(raw)).layout.alignment == 64  # a check does not read it
+
+
+@pytest.mark.parametrize("raw, shown", [
+    (b"0", "'0'"), (b"1048577", "'1048577'"), (b"2097152", "'2097152'"), (b"000000064", "'000000064'"),
+    (b"abc", "'abc'"), (b"\xff64", repr("\ufffd64")), (b"-64", "'-64'"), (b"9" * 30, repr("9" * 20)),
+], ids=["zero", "past-1-MiB", "2-MiB", "nine-digits", "letters", "not-ascii", "negative", "long"])
+def test_an_insane_storage_alignment_is_refused(raw, shown):
+    with pytest.raises(Refused) as refused:
+        read(with_alignment(raw), for_rewrite=True)
+    assert str(refused.value) == f"the archive's .storage_alignment is not a sane number: {shown}"
+
+
+def test_an_alignment_of_one_pads_nothing():
+    checkpoint = synthetic([5])
+    rewrite = ZIP.write(checkpoint._replace(layout=checkpoint.layout._replace(alignment=1)), checkpoint.key_bytes)
+    for _, header, _ in local_headers(rewrite):
+        name_length, extra_length = struct.unpack_from("<HH", header, 26)
+        assert header[30 + name_length:] == b"FB\x00\x00" and extra_length == 4
+
+
+def write_at_alignment(alignment):
+    checkpoint = synthetic([5])
+    return ZIP.write(checkpoint._replace(layout=checkpoint.layout._replace(alignment=alignment)), checkpoint.key_bytes)
+
+
+def test_padding_up_to_what_an_extra_field_holds_is_written():
+    # The first header ends at 30 + len("a/data.pkl") + 4 = 44: 65575 - 44 = 65531 bytes of padding,
+    # and 4 + 65531 = 65535, the most a 16-bit extra-field length says.
+    header = local_headers(write_at_alignment(65_575))[0][1]
+    name_length, extra_length = struct.unpack_from("<HH", header, 26)
+    assert extra_length == 0xFFFF and header[30 + name_length:30 + name_length + 4] == b"FB\xfb\xff"
+    assert len(header) % 65_575 == 0
+
+
+@pytest.mark.parametrize("alignment, message", [
+    (65_576, ("its .storage_alignment of 65576 needs 65,532 bytes of padding before record 'a/data.pkl', more "
+              "than a zip extra field holds (torch's own writer makes files torch cannot load at such an alignment)")),
+    (0, "the archive's .storage_alignment 0 is not a positive number"),
+    ("64", "the archive's .storage_alignment '64' is not a positive number"),
+])
+def test_an_alignment_a_zip_cannot_frame_is_refused(alignment, message):
+    with pytest.raises(Refused) as refused:
+        write_at_alignment(alignment)
+    assert str(refused.value) == message
+
+
+def test_an_empty_record_has_no_data_descriptor_and_the_directory_finds_every_record():
+    checkpoint = synthetic([0, 5])
+    rewrite = ZIP.write(checkpoint, checkpoint.key_bytes)
+    headers = local_headers(rewrite)
+    empty = headers[1]
+    assert struct.unpack_from("<H", empty[1], 6)[0] == zip_format.MASK_UTF_FILENAME  # no data-descriptor bit
+    assert empty[1] in rewrite.pieces and empty[2] == b""
+    at = rewrite.pieces.index(empty[1])
+    assert rewrite.pieces[at + 1][:4] == b"PK\x03\x04"  # the next record's header follows at once
+    directory = rewrite.pieces[-1]
+    records = zip_format._parse_central_directory(directory[:directory.index(b"PK\x06\x06")], 4)
+    assert [r.header_offset for r in records] == [position for position, _, _ in headers]
+    assert [r.flags for r in records] == [0x0808, 0x0800, 0x0808, 0x0808]
+
+
+@pytest.mark.parametrize("size", [U32_MAX, U32_MAX + 1])
+def test_a_big_record_has_miniz_zip64_extras_and_aligned_data(size):
+    rewrite = ZIP.write(synthetic([size]), synthetic([size]).key_bytes)
+    _, (at, header, _), _ = local_headers(rewrite)
+    name_length = struct.unpack_from("<H", header, 26)[0]
+    extra = header[30 + name_length:]
+    # the local extra: the size, then miniz's compressed size, still 0 when the header is written
+    assert struct.unpack_from("<HHQQ", extra) == (1, 16, size, 0) and extra[20:22] == b"FB"
+    assert (at + len(header)) % 64 == 0
+    directory = rewrite.pieces[-1]
+    entry = directory[[m.start() for m in re.finditer(b"PK\x01\x02", directory)][1]:]
+    entry_name_length, entry_extra_length = struct.unpack_from("<HH", entry, 28)
+    central_extra = entry[46 + entry_name_length:46 + entry_name_length + entry_extra_length]
+    assert struct.unpack("<HHQQ", central_extra) == (1, 16, size, size)
+
+
+def test_a_record_past_4_gib_has_its_offset_in_the_zip64_extras():
+    checkpoint = synthetic([U32_MAX + 10])
+    rewrite = ZIP.write(checkpoint, checkpoint.key_bytes)
+    at = local_headers(rewrite)[-1][0]
+    assert at > U32_MAX
+    directory = rewrite.pieces[-1]
+    records = zip_format._parse_central_directory(directory[:directory.index(b"PK\x06\x06")], 3)
+    assert records[-1].header_offset == at
+    fields, text = ZIP.describe(checkpoint._replace(layout=checkpoint.layout._replace(records=tuple(records))))
+    assert fields["zip64"] is True and text.endswith(", zip64")
+
+
+def test_a_record_at_offset_0xffffffff_makes_the_archive_zip64():
+    checkpoint = synthetic([1])
+    records = checkpoint.layout.records
+    moved = records[:-1] + (records[-1]._replace(header_offset=U32_MAX),)
+    assert ZIP.describe(checkpoint._replace(layout=checkpoint.layout._replace(records=moved)))[0]["zip64"] is True
+
+
+# -- the end record must be the last 22 bytes ----------------------------------------------------
+
+
+@pytest.mark.parametrize("trailing", [1, 0xFFFF], ids=["one-byte", "the-longest-comment"])
+def test_bytes_after_the_end_record_are_refused(trailing):
+    with pytest.raises(Refused) as refused:
+        read(BytesSource(PARAMETRIZED.read_bytes() + b"\0" * trailing))
+    assert str(refused.value) == ("the zip end record is not the last 22 bytes (a comment or bytes after it); "
+                                  "torch.save never writes that, and torch may read another archive than we would")
+
+
+@pytest.mark.parametrize("tail", [b"", b"PK\x05\x06\0\0\0\0"], ids=["no-end-record", "a-cut-end-record"])
+def test_a_zip_without_a_whole_end_record_is_corrupt(tail):
+    data = PARAMETRIZED.read_bytes()
+    with pytest.raises(CheckpointError) as error:
+        read(BytesSource(data[:-22] + tail))
+    assert type(error.value) is CheckpointError
+    assert str(error.value) == "truncated or corrupt: no zip end-of-central-directory record"
+
+
+def test_an_end_record_further_back_than_the_longest_comment_is_not_found():
+    with pytest.raises(CheckpointError) as error:
+        read(BytesSource(PARAMETRIZED.read_bytes() + b"\0" * 0x10000))
+    assert str(error.value) == "truncated or corrupt: no zip end-of-central-directory record"

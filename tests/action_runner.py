@@ -49,7 +49,7 @@ def as_string(value):
 
 
 def run_action(action_yml, *, inputs, workspace, event_name, base_ref="", sha="", event=None,
-               python=sys.executable, tmp):
+               python=sys.executable, tmp, token=""):
     action_yml, workspace, tmp = Path(action_yml).resolve(), Path(workspace).resolve(), Path(tmp)
     action = yaml.safe_load(action_yml.read_text())
     if action["runs"].get("using") != "composite":
@@ -62,7 +62,8 @@ def run_action(action_yml, *, inputs, workspace, event_name, base_ref="", sha=""
     values.update({name: as_string(value) for name, value in inputs.items()})
     step_ids = {step["id"] for step in steps if "id" in step}
     step_outputs = {}
-    github = {"event": event or {}, "action_path": str(action_yml.parent), "workspace": str(workspace)}
+    github = {"event": event or {}, "action_path": str(action_yml.parent), "workspace": str(workspace),
+              "token": token}
 
     def lookup(expression):
         parts = expression.split(".")
@@ -72,7 +73,7 @@ def run_action(action_yml, *, inputs, workspace, event_name, base_ref="", sha=""
             return values[parts[1]]
         if parts[0] == "steps" and len(parts) == 4 and parts[1] in step_ids and parts[2] == "outputs":
             return step_outputs.get(parts[1], {}).get(parts[3], "")  # not run or not set: empty
-        if parts[0] == "github" and len(parts) == 2 and parts[1] in ("action_path", "workspace"):
+        if parts[0] == "github" and len(parts) == 2 and parts[1] in ("action_path", "workspace", "token"):
             return github[parts[1]]
         if parts[:2] == ["github", "event"]:
             value = github["event"]
@@ -83,6 +84,9 @@ def run_action(action_yml, *, inputs, workspace, event_name, base_ref="", sha=""
 
     def evaluate(value):
         return EXPRESSION.sub(lambda match: lookup(match.group(1).strip()), as_string(value))
+
+    for name in set(declared) - set(inputs):  # GitHub evaluates an input's default (${{ github.token }})
+        values[name] = evaluate(values[name])
 
     runner_temp = tmp / "runner_temp"
     runner_temp.mkdir(parents=True, exist_ok=True)

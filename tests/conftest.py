@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from helpers import DATA, copy_of
 
@@ -17,3 +19,24 @@ def rvc_file(tmp_path):
     path = tmp_path / "voice.pth"
     torch.save(rvc_model.rvc_inference_file(rvc_model.build(parametrized=True)), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def full_size_rvc_model(tmp_path_factory):
+    """A 55 MB RVC v2 40k inference model with Applio's 457 keys (208 parametrized), as
+    bench/bench.py makes it."""
+    torch = pytest.importorskip("torch", reason="torch==2.13.0 is needed to make real checkpoints")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "bench" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    weights = {key: torch.zeros(shape, dtype=torch.float16) for key, shape in bench.rvc_v2_40k_shapes()}
+    path = tmp_path_factory.mktemp("rvc") / "voice.pth"
+    torch.save({"weight": weights, "config": bench.RVC_V2_40K_CONFIG, "info": "200epoch", "sr": "40k",
+                "f0": 1, "version": "v2"}, path)
+    return path
+
+
+# A real Git LFS server (giftless + moto's S3 on loopback) for the tests that push and read LFS objects
+from support.lfs_server import lfs_server, lfs_server_with_token, lfs_servers  # noqa: F401

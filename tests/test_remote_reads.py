@@ -1,11 +1,9 @@
 """Checkpoints read by URL: HTTP Range requests to a real server on loopback, which counts
 what it was asked for and what it sent; every verdict compared with the local file's."""
 
-import importlib.util
 import json
 import os
 import random
-from pathlib import Path
 
 import pytest
 from helpers import LEGACY, LEGACY_FORMAT, PARAMETRIZED, run
@@ -77,20 +75,6 @@ def test_hostile_bytes_served_remotely_get_the_local_verdict(server, tmp_path, n
     same_verdict(remote, scan(local))
     assert remote.status in ("refused", "error", "not-checked", "skipped")
     assert not os.path.exists("/tmp/pwned")
-
-
-@pytest.fixture(scope="module")
-def full_size_rvc_model(tmp_path_factory):
-    """A 55 MB RVC v2 40k inference model with Applio's 457 keys, as bench/bench.py makes it."""
-    torch = pytest.importorskip("torch", reason="torch==2.13.0 is needed to make real checkpoints")
-    spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "bench" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    weights = {key: torch.zeros(shape, dtype=torch.float16) for key, shape in bench.rvc_v2_40k_shapes()}
-    path = tmp_path_factory.mktemp("rvc") / "voice.pth"
-    torch.save({"weight": weights, "config": bench.RVC_V2_40K_CONFIG, "info": "200epoch", "sr": "40k",
-                "f0": 1, "version": "v2"}, path)
-    return path
 
 
 def test_a_55_mb_rvc_model_costs_at_most_three_requests_and_256_kib(server, full_size_rvc_model):

@@ -32,6 +32,7 @@ MAX_REDIRECTS = 5
 RETRIES = 2  # more attempts after a 429 or 503 that says when to come back
 MAX_RETRY_AFTER = 10  # seconds we wait for that; a longer wait fails the file now
 STREAM_CHUNK = 1 << 20
+ERROR_BODY = 64 << 10  # bytes of an error's body read (and dropped) before closing it
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 UNSATISFIABLE = re.compile(r"bytes \*/(\d+)")
 URL_TOKEN_VARIABLE = "PTH_LEGACY_KEYS_URL_TOKEN"
@@ -212,7 +213,7 @@ class HttpSource:
                 if exc.code == 416:
                     return exc  # an empty file has no byte 0: _fetch reads its size from the answer
                 wait = _retry_after(exc)
-                exc.close()
+                discard(exc)
                 if wait is None or attempt == RETRIES:
                     raise RemoteError(_http_error(exc, self.host)) from None
                 time.sleep(wait)
@@ -256,6 +257,16 @@ def _opener(*settings):
     """urllib's opener with our redirects; made once for each `settings` (_SETTINGS' values)."""
     context = ssl.create_default_context()  # verifies certificates; honours SSL_CERT_FILE
     return urllib.request.build_opener(_Redirects, urllib.request.HTTPSHandler(context=context))
+
+
+def discard(error):
+    """Read what is left of an error's short body, then close it: the server sees its answer
+    taken, not a connection cut in the middle of it."""
+    try:
+        error.read(ERROR_BODY)
+    except (OSError, ValueError):
+        pass
+    error.close()
 
 
 def _read_exactly(answer, n, host):

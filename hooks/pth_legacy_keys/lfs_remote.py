@@ -10,9 +10,10 @@ The endpoint is found as git-lfs finds it (docs/api/server-discovery.md): `lfs.u
 URL with `.git/info/lfs` (an SSH remote, `git@host:owner/repo`, maps to its HTTPS form; no ssh
 is run).  Credentials: PTH_LEGACY_KEYS_LFS_TOKEN (HTTP Basic, user `x-access-token`, as
 actions/checkout sends a token), else, if the server answers 401, `git credential fill`, never
-interactive.  The token goes only to an endpoint on the host of the repository's own remote:
-a pull request can add a `.lfsconfig` naming any server, and must not receive the job's token
-that way.  A download href gets exactly the headers the server gave for it.
+interactive.  The token goes only to an endpoint from git's own configuration (lfs.url,
+remote.<remote>.lfsurl, the remote's URL) or on the host of the repository's remote: a pull
+request can add a `.lfsconfig` naming any server, and must not receive the job's token that
+way.  A download href gets exactly the headers the server gave for it.
 """
 
 import base64
@@ -24,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .http_source import TIMEOUT, RemoteError, host_of, network_error, opener
+from .http_source import TIMEOUT, RemoteError, discard, host_of, network_error, opener
 from .lfs_pointer import MAX_POINTER_BYTES, POINTER
 
 BATCH_SIZE = 100  # objects per Batch API request, as git-lfs sends them
@@ -67,13 +68,13 @@ def locate(paths):
     by_endpoint = {}
     for path, fields in pointers.items():
         try:
-            endpoint = endpoint_for(os.path.dirname(path), with_remote_host=True)
+            endpoint = endpoint_for(os.path.dirname(path), with_trust=True)  # (url, trusted, top)
         except RemoteError as exc:
             found[path] = str(exc)
             continue
         by_endpoint.setdefault(endpoint, {}).setdefault(fields, []).append(path)
-    for (endpoint, remote_host), objects in by_endpoint.items():
-        client = _BatchClient(endpoint, token_allowed=host_of(endpoint) == remote_host)
+    for (endpoint, trusted, top), objects in by_endpoint.items():
+        client = _BatchClient(endpoint, token_allowed=trusted, folder=top)
         objects = list(objects.items())  # ((oid, size), [paths]): each object asked for once
         for start in range(0, len(objects), BATCH_SIZE):
             found.update(client.downloads(objects[start:start + BATCH_SIZE]))
@@ -91,31 +92,35 @@ def _read_pointer(path):
 # -- the endpoint -----------------------------------------------------------------------
 
 
-def endpoint_for(folder, with_remote_host=False):
+def endpoint_for(folder, with_trust=False):
     """The LFS endpoint of the git repository `folder` is in, as git-lfs would use it; with
-    `with_remote_host`, (endpoint, host of the remote's own URL, or None)."""
+    `with_trust`, (endpoint, whether the job's token may go there: it came from git's own
+    configuration, or is on the host of the repository's remote; the repository's top folder)."""
     top = _git(folder, "rev-parse", "--show-toplevel")
     if top is None:
         raise RemoteError("a Git LFS pointer outside a git repository: no LFS server to ask")
     remote = _remote_name(top)
     url = _git(top, "config", "--get", f"remote.{remote}.url")
-    remote_host = host_of(_derived(url)) if url else None
-    endpoint = _configured_endpoint(top, remote)
+    endpoint, from_lfsconfig = _configured_endpoint(top, remote)
     if endpoint is None:
         if not url:
             raise RemoteError(f"no LFS endpoint: the repository has no remote '{remote}' and no lfs.url")
         endpoint = _http_endpoint(_derived(url), f"the remote '{remote}'")
-    return (endpoint, remote_host) if with_remote_host else endpoint
+    if not with_trust:
+        return endpoint
+    return endpoint, not from_lfsconfig or (url is not None and host_of(endpoint) == host_of(_derived(url))), top
 
 
 def _configured_endpoint(top, remote):
-    """lfs.url, then remote.<remote>.lfsurl, each from git's configuration and then .lfsconfig."""
+    """(lfs.url, then remote.<remote>.lfsurl, each from git's configuration and then
+    .lfsconfig; whether it came from .lfsconfig, a file of the work tree), or (None, False)."""
     for key in ("lfs.url", f"remote.{remote}.lfsurl"):
-        for where in ((), ("--file", os.path.join(top, ".lfsconfig"))):
+        for lfsconfig in (False, True):
+            where = ("--file", os.path.join(top, ".lfsconfig")) if lfsconfig else ()
             value = _git(top, "config", *where, "--get", key)
             if value:
-                return _http_endpoint(value, f"{key} ({value})")
-    return None
+                return _http_endpoint(value, f"{key} ({value})"), lfsconfig
+    return None, False
 
 
 def _remote_name(top):
@@ -163,8 +168,9 @@ def _git(folder, *arguments):
 class _BatchClient:
     """Batch API requests to one endpoint, with its credentials."""
 
-    def __init__(self, endpoint, token_allowed):
+    def __init__(self, endpoint, token_allowed, folder):
         self.endpoint = endpoint
+        self.folder = folder  # the repository, whose credential helpers `git credential` asks
         self.host = host_of(endpoint)
         token = os.environ.get(TOKEN_VARIABLE) if token_allowed else None
         self.authorization = _basic("x-access-token", token) if token else None
@@ -198,10 +204,11 @@ class _BatchClient:
                 with opener().open(request, timeout=TIMEOUT) as answer:
                     raw = answer.read(MAX_BATCH_ANSWER + 1)
             except urllib.error.HTTPError as exc:
-                exc.close()
-                if exc.code == 401 and not self.asked_git:
+                discard(exc)
+                # giftless, like some servers, says 403 to a request without credentials
+                if (exc.code == 401 or exc.code == 403 and not self.authorization) and not self.asked_git:
                     self.asked_git = True
-                    self.authorization = _git_credential(self.endpoint) or self.authorization
+                    self.authorization = _git_credential(self.endpoint, self.folder) or self.authorization
                     if self.authorization:
                         continue
                 raise RemoteError(f"the LFS server {self.host} answered HTTP {exc.code}"
@@ -261,15 +268,16 @@ def _basic(user, password):
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def _git_credential(endpoint):
-    """HTTP Basic from `git credential fill` for `endpoint`, asked never interactively; None."""
+def _git_credential(endpoint, folder):
+    """HTTP Basic from `git credential fill` for `endpoint`, as the repository at `folder` is
+    configured, asked never interactively; None."""
     parts = urllib.parse.urlsplit(endpoint)
     query = f"protocol={parts.scheme}\nhost={parts.netloc}\npath={parts.path.lstrip('/')}\n\n"
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never", "GIT_ASKPASS": "",
            "SSH_ASKPASS": ""}
     try:
         done = subprocess.run(["git", "credential", "fill"], input=query.encode(), capture_output=True,
-                              timeout=30, env=env)
+                              timeout=30, env=env, cwd=folder)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0:

@@ -66,11 +66,17 @@ def locate(paths):
             pointers[os.path.realpath(path)] = fields
     found = {}
     by_endpoint = {}
+    endpoints = {}  # folder -> endpoint_for's answer: a few git calls per folder, not per pointer
     for path, fields in pointers.items():
-        try:
-            endpoint = endpoint_for(os.path.dirname(path), with_trust=True)  # (url, trusted, top)
-        except RemoteError as exc:
-            found[path] = str(exc)
+        folder = os.path.dirname(path)
+        if folder not in endpoints:
+            try:
+                endpoints[folder] = endpoint_for(folder, with_trust=True)  # (url, trusted, top)
+            except RemoteError as exc:
+                endpoints[folder] = str(exc)
+        endpoint = endpoints[folder]
+        if isinstance(endpoint, str):
+            found[path] = endpoint
             continue
         by_endpoint.setdefault(endpoint, {}).setdefault(fields, []).append(path)
     for (endpoint, trusted, top), objects in by_endpoint.items():

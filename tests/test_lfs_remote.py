@@ -317,3 +317,94 @@ def test_pointer_fields_take_only_the_spec_form():
     assert pointer_fields(pointer(data)) == (hashlib.sha256(data).hexdigest(), len(data))
     assert pointer_fields(pointer(data) + b"\n") is None
     assert pointer_fields(b"version https://git-lfs.github.com/spec/v1\noid sha256:xyz\nsize 3\n") is None
+
+
+def test_a_submodules_server_gets_no_credential_and_its_objects_are_read_whole(lfs, repository, tmp_path):
+    """A pull request names a submodule's remote in .gitmodules: its LFS server is not the
+    repository's, so it gets no token, and its objects must hash to their pointers' oids."""
+    elsewhere = Lfs.__new__(Lfs)
+    elsewhere.endpoint_server, elsewhere.storage = Server("127.0.0.2"), lfs.storage
+    elsewhere.objects, elsewhere.batch_answer = lfs.objects, None
+    elsewhere.endpoint_server.routes["/o/r.git/info/lfs/objects/batch"] = Route(answer=elsewhere._batch)
+    try:
+        sub = tmp_path / "sub"
+        sub.mkdir()
+        git("init", "-q", "-b", "main", cwd=sub)
+        add_pointer(lfs, sub, "voice.pth", PARAMETRIZED)
+        git("add", "-A", cwd=sub)
+        git("commit", "-q", "-m", "s", cwd=sub)
+        git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "vendor", cwd=repository)
+        git("remote", "set-url", "origin", elsewhere.endpoint_server.url("/o/r"), cwd=repository / "vendor")
+        report = scan(repository / "vendor" / "voice.pth", lfs_pointers="remote")
+    finally:
+        elsewhere.endpoint_server.close()
+    assert report.status == "needs-fix", report.reason
+    [batch] = [entry for entry in elsewhere.endpoint_server.log if entry.method == "POST"]
+    assert batch.authorization == "" and lfs.batches() == []
+    assert [entry.range for entry in lfs.storage.log] == ["bytes=0-"]  # read whole, and hashed
+
+
+def test_a_server_the_work_tree_names_cannot_pass_other_bytes_off_as_the_object(lfs, repository):
+    """.lfsconfig names another server (another port: another origin) that serves other bytes of
+    the same size: the object is read whole from it and must hash to the pointer's oid."""
+    path = add_pointer(lfs, repository, "a.pth", PARAMETRIZED)
+    [oid] = lfs.objects
+    fake = Lfs()
+    try:
+        other = bytearray(PARAMETRIZED.read_bytes())
+        other[-40] ^= 1
+        fake.objects[oid] = bytes(other)
+        fake.storage.routes[f"/store/{oid}"] = Route(data=bytes(other))
+        (repository / ".lfsconfig").write_text(f"[lfs]\n\turl = {fake.endpoint}\n")
+        report = scan(path, lfs_pointers="remote")
+        ranges = [entry.range for entry in fake.storage.log]
+    finally:
+        fake.close()
+    assert report.status == "not-checked"
+    assert "serves bytes that are not the object the pointer names" in report.reason
+    assert ranges == ["bytes=0-"] and lfs.batches() == []
+
+
+def test_a_small_object_with_other_bytes_is_caught_by_its_hash(lfs, repository):
+    """Read whole anyway (one block), an object is hashed, whoever serves it."""
+    path = add_pointer(lfs, repository, "a.pth", PARAMETRIZED)
+    [oid] = lfs.objects
+    other = bytearray(PARAMETRIZED.read_bytes())
+    other[-40] ^= 1
+    lfs.storage.routes[f"/store/{oid}"] = Route(data=bytes(other))
+    report = scan(path, lfs_pointers="remote")
+    assert report.status == "not-checked" and "another sha256" in report.reason
+
+
+def test_the_token_needs_the_remotes_scheme_host_and_port(lfs, repository):
+    """The same host over plain HTTP, or another port, is another origin: no token."""
+    git("remote", "set-url", "origin", lfs.endpoint_server.url("/o/r").replace("http://", "https://"),
+        cwd=repository)
+    (repository / ".lfsconfig").write_text(f"[lfs]\n\turl = {lfs.endpoint}\n")  # http://, same host and port
+    path = add_pointer(lfs, repository, "a.pth", PARAMETRIZED)
+    assert scan(path, lfs_pointers="remote").status == "needs-fix"
+    assert [entry.authorization for entry in lfs.batches()] == [""]
+
+
+def test_a_remotes_user_name_and_password_are_never_used_nor_shown(lfs, repository, capsys):
+    git("remote", "set-url", "origin", lfs.endpoint_server.url("/o/r").replace("http://", "http://ci:S3CRET@"),
+        cwd=repository)
+    path = add_pointer(lfs, repository, "a.pth", PARAMETRIZED)
+    code, out = run(capsys, "check", "-v", "--lfs-pointers", "remote", path)
+    assert code == 1 and "S3CRET" not in out
+    assert "S3CRET" not in json.dumps([entry.headers for entry in lfs.endpoint_server.log + lfs.storage.log])
+
+
+def test_fix_leaves_what_reached_the_path_during_the_download(lfs, repository):
+    path = add_pointer(lfs, repository, "a.pth", PARAMETRIZED)
+    [oid] = lfs.objects
+
+    def user_writes(handler):
+        if handler.headers.get("Range") == "bytes=0-":
+            path.write_bytes(b"the user's own work")
+
+    lfs.storage.routes[f"/store/{oid}"].on_get = user_writes
+    report = fix(path, lfs_pointers="remote")
+    assert report.status == "error" and "changed while it was being fixed" in report.reason
+    assert path.read_bytes() == b"the user's own work"
+    assert sorted(os.listdir(repository)) == [".git", "a.pth"]

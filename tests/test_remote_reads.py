@@ -269,3 +269,39 @@ def test_the_size_a_pointer_promises_must_be_served(server):
     url = serve(server, "model.pth", PARAMETRIZED.read_bytes())
     with pytest.raises(RemoteError, match="serves 3,537 bytes where 3,538 were expected"):
         HttpSource(url, size=PARAMETRIZED.stat().st_size + 1)
+
+
+def test_an_endless_body_is_cut_where_the_file_must_end(server, monkeypatch):
+    """A server that ignores Range and never stops: read no further than what may be kept."""
+    monkeypatch.setattr(http_source, "MAX_STREAMED", 4 << 20)
+    url = serve(server, "endless.pth", b"", endless=True)
+    report = scan(url)
+    assert report.status == "error" and report.reason == f"127.0.0.1:{server.port} sent more than the 4,194,304 bytes the file may have"
+
+
+def test_a_server_that_trickles_is_cut_off(server, monkeypatch):
+    """One byte at a time, each in time for the socket's timeout: the answer's deadline stops it."""
+    monkeypatch.setattr(http_source, "TIMEOUT", 0.5)
+    monkeypatch.setattr(http_source, "MIN_RATE", 1 << 40)
+    url = serve(server, "slow.pth", b"", trickle=0.05)
+    report = scan(url)
+    assert report.status == "error" and report.reason == f"127.0.0.1:{server.port} sends too slowly (less than 1073741824 KiB/s)"
+
+
+def test_a_url_with_a_password_is_refused_and_never_shown(server, capsys):
+    url = serve(server, "model.pth", PARAMETRIZED.read_bytes())
+    secret_url = url.replace("http://", "http://ci:S3CRET@")
+    code, out = run(capsys, "check", secret_url, PARAMETRIZED)
+    assert code == 2 and "S3CRET" not in out
+    assert out.splitlines()[0] == (f"{url.replace('http://', 'http://***@')}: error: a URL with a user name or "
+                                   "password in it: put a token in PTH_LEGACY_KEYS_URL_TOKEN instead")
+    assert f"{PARAMETRIZED}: 4 parametrized" in out and server.requests() == []
+
+
+@pytest.mark.parametrize("bad", ["http://[::1/m.pth", "http://127.0.0.1:99999/m.pth", "https://a:b@[x/m.pth"])
+def test_a_malformed_url_is_its_own_line_and_the_others_are_examined(capsys, bad):
+    code, out = run(capsys, "check", bad, PARAMETRIZED)
+    assert code == 2, out
+    first = out.splitlines()[0]
+    assert ": error: " in first and "a:b" not in out
+    assert f"{PARAMETRIZED}: 4 parametrized" in out

@@ -52,7 +52,7 @@ def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root
         raise ValueError(f"families must be some of {FAMILIES}, not {families!r}")
     if lfs_pointers not in LFS_POINTER_CHOICES:
         raise ValueError(f"lfs_pointers must be one of {LFS_POINTER_CHOICES}, not {lfs_pointers!r}")
-    report = FileReport(os.fspath(path), Status.OK, to)
+    report = FileReport(_shown_path(path), Status.OK, to)
     if write and is_url(report.path):
         report.status, report.reason = Status.ERROR, "fix cannot write to a URL: download the file, fix it there"
         return report
@@ -84,6 +84,16 @@ def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root
     return examine_safely(report, examine, lfs_pointers)
 
 
+def _shown_path(path):
+    """The path as reports name it: a URL without a user name or password it may hold."""
+    path = os.fspath(path)
+    if not is_url(path):
+        return path
+    from .http_source import without_userinfo
+
+    return without_userinfo(path)
+
+
 def read_file(outcome, path, for_rewrite=False, lfs_object=None):
     """Read the checkpoint at `path`, a local file or an http(s) URL, or, for a Git LFS pointer,
     its object (`lfs_object`: an lfs_remote.Download); what a remote read cost goes to
@@ -92,16 +102,29 @@ def read_file(outcome, path, for_rewrite=False, lfs_object=None):
         from .http_source import HttpSource, RemoteError
 
         try:
-            source = HttpSource(lfs_object.href, lfs_object.header, lfs_object.size)
+            source = HttpSource(lfs_object.href, lfs_object.header, lfs_object.size,
+                                sha256=lfs_object.oid if lfs_object.whole else None)
         except RemoteError as exc:
             raise NotACheckpoint(f"Git LFS pointer whose object could not be read ({exc})", is_lfs_pointer=True) from None
     else:
         source = open_source(path)
     with source:
         try:
-            return read(source, for_rewrite=for_rewrite)
+            checkpoint = read(source, for_rewrite=for_rewrite)
+        except CheckpointError:
+            _require_the_object(source, lfs_object)  # a verdict on other bytes is no verdict on the object
+            raise
         finally:
             outcome.transfer = source.transfer() if hasattr(source, "transfer") else None
+        _require_the_object(source, lfs_object)
+        return checkpoint
+
+
+def _require_the_object(source, lfs_object):
+    """When every byte of a pointer's object was read anyway, they must hash to its oid."""
+    if lfs_object is not None and source.whole_sha256() not in (None, lfs_object.oid):
+        raise NotACheckpoint("Git LFS pointer whose object could not be read (its server serves bytes that "
+                             "are not the object the pointer names: another sha256)", is_lfs_pointer=True)
 
 
 def lfs_object_of(real_path, lfs_pointers, lfs_objects):
@@ -123,9 +146,19 @@ def _fix_lfs_object(path, lfs_object, report, to, families, compare_with_torch):
     """Download the object of the pointer at `path`, check it against the pointer, fix it,
     and put it where the pointer was (so that `git add` stores a new LFS object); return what
     --verify compared.  Any failure leaves the pointer as it was."""
+    import shutil
+
+    from .byte_source import file_identity
     from .http_source import HttpSource
+    from .lfs_remote import pointer_fields
     from .writer import create_temporary, move_into_place
 
+    identity = file_identity(os.stat(path))  # the pointer as it is now: the swap-in checks it still is
+    with open(path, "rb") as f:
+        if pointer_fields(f.read(2048)) != (lfs_object.oid, lfs_object.size):
+            raise FixAbandoned("the file changed while it was being fixed")
+    if shutil.disk_usage(os.path.dirname(path) or ".").free < 2 * lfs_object.size + (64 << 20):
+        raise FixAbandoned(f"not enough free disk space to download and fix its {lfs_object.size:,}-byte object")
     fd, temporary = create_temporary(path)
     verified = []
 
@@ -142,7 +175,7 @@ def _fix_lfs_object(path, lfs_object, report, to, families, compare_with_torch):
             raise FixAbandoned(f"the Git LFS object: {fixed.verdict()}")
         verified.append(fixed.verified)
 
-    move_into_place(temporary, path, download_and_fix)
+    move_into_place(temporary, path, download_and_fix, identity)
     return verified[0]
 
 

@@ -14,6 +14,7 @@ the host, never a URL's query (a presigned URL's signature) nor a header.
 """
 
 import functools
+import http.client
 import os
 import re
 import socket
@@ -32,6 +33,9 @@ MAX_REDIRECTS = 5
 RETRIES = 2  # more attempts after a 429 or 503 that says when to come back
 MAX_RETRY_AFTER = 10  # seconds we wait for that; a longer wait fails the file now
 STREAM_CHUNK = 1 << 20
+MAX_STREAMED = 2 << 30  # bytes of a file kept whole when its server ignores Range (or it must be hashed)
+MIN_RATE = 256 << 10  # bytes a second an answer must keep up, on average, after TIMEOUT
+READ_CHUNK = 64 << 10  # read at a time, so that a deadline is checked between reads
 ERROR_BODY = 64 << 10  # bytes of an error's body read (and dropped) before closing it
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 UNSATISFIABLE = re.compile(r"bytes \*/(\d+)")
@@ -45,19 +49,43 @@ class RemoteError(CheckpointError):
 def url_source(url):
     """An HttpSource for a URL given as a PATH, with the token in PTH_LEGACY_KEYS_URL_TOKEN
     (if set) as a Bearer token for that URL's host."""
+    if has_userinfo(url):
+        raise RemoteError("a URL with a user name or password in it: put a token in "
+                          f"{URL_TOKEN_VARIABLE} instead")
     token = os.environ.get(URL_TOKEN_VARIABLE)
-    return HttpSource(url, {"Authorization": f"Bearer {token}"} if token else ())
+    return HttpSource(url, {"Authorization": f"Bearer {token}"} if token else (),
+                      hint="" if token else f" (a token for it goes in {URL_TOKEN_VARIABLE})")
+
+
+def has_userinfo(url):
+    """Whether `url` holds a user name or password (or cannot be read well enough to tell)."""
+    try:
+        return "@" in urllib.parse.urlsplit(url).netloc
+    except ValueError:
+        return True
+
+
+def without_userinfo(url):
+    """`url` as it may be shown: a user name or password in it replaced by *** (found by plain
+    string work: a URL too malformed for urlsplit must not be shown whole either)."""
+    start = url.find("://") + 3 if "://" in url else 0
+    end = min((i for i in (url.find(c, start) for c in "/?#") if i >= 0), default=len(url))
+    netloc = url[start:end]
+    if "@" not in netloc:
+        return url
+    return url[:start] + "***@" + netloc.rsplit("@", 1)[1] + url[end:]
 
 
 class HttpSource:
     """The resource at `url`, as a byte source (a context manager).
 
     `headers` are sent with every request to `url`'s host and to no other; `size`, when the
-    caller knows it (a Git LFS pointer's), must be the resource's.  `requests`, `received`
-    and `streamed` say what reading it cost.
+    caller knows it (a Git LFS pointer's), must be the resource's, and bounds every read; with
+    `sha256` too, the resource is read whole first (never more than `size` bytes) and must have
+    that hash.  `requests`, `received` and `streamed` say what reading it cost.
     """
 
-    def __init__(self, url, headers=(), size=None, timeout=None):
+    def __init__(self, url, headers=(), size=None, timeout=None, sha256=None, hint=""):
         self.url = url
         self.host = host_of(url)
         self.requests = 0
@@ -65,22 +93,38 @@ class HttpSource:
         self.streamed = False
         self._headers = dict(headers)
         self._timeout = TIMEOUT if timeout is None else timeout
+        self._hint = hint  # added to a 401 or 403: what the user can do
         self._opener = opener()
         self._blocks = {}
         self._spool = None
         self._version = None  # the first answer's ETag or Last-Modified
         self._versioned = False
-        self.size = None
-        self._fetch(0, BLOCK)  # learns the size
-        if size is not None and size != self.size:
-            raise RemoteError(f"{self.host} serves {self.size:,} bytes where {size:,} were expected")
+        self.size = size  # bounds what a first answer may send, when known
+        if sha256 is not None:
+            self._keep_verified(sha256)
+        else:
+            self._fetch(0, BLOCK)  # learns the size
+
+    def _keep_verified(self, sha256):
+        """Read the whole resource into a temporary file; it must hash to `sha256`."""
+        spool = tempfile.TemporaryFile(prefix="pth-legacy-keys-")
+        try:
+            if self.save(spool) != sha256:
+                raise RemoteError(f"{self.host} serves bytes that are not the object the pointer names "
+                                  "(another sha256)")
+            spool.flush()
+        except BaseException:
+            spool.close()
+            raise
+        self._spool, self.streamed = spool, True
 
     def read(self, offset, n):
         """Exactly `n` bytes from `offset`."""
         if offset < 0 or n < 0 or offset + n > self.size:
             raise CheckpointError("truncated: the file ends before a record it lists")
         if self._spool is not None:
-            return os.pread(self._spool.fileno(), n, offset) if n else b""
+            self._spool.seek(offset)
+            return self._spool.read(n)
         if not n:
             return b""
         first, last = offset // BLOCK, (offset + n - 1) // BLOCK
@@ -98,22 +142,48 @@ class HttpSource:
         its sha256 (hex), as a Git LFS pointer names it."""
         import hashlib
 
-        digest, total = hashlib.sha256(), 0
+        digest = hashlib.sha256()
         with self._get("bytes=0-") as answer:
             self._note_version(answer)
             if answer.status not in (200, 206):
                 raise RemoteError(f"{self.host} answered HTTP {answer.status} to a download")
-            while total < self.size:
-                chunk = answer.read(min(STREAM_CHUNK, self.size - total))
-                if not chunk:
-                    break
-                out.write(chunk)
-                digest.update(chunk)
-                total += len(chunk)
-        self.received += total
+            total = self._stream(answer, self.size, [out.write, digest.update])
         if total != self.size:
             raise RemoteError(f"{self.host} ended the download after {total:,} of {self.size:,} bytes")
         return digest.hexdigest()
+
+    def _stream(self, answer, limit, sinks):
+        """Hand the answer's body, at most `limit` bytes, to each of `sinks`, within a deadline;
+        return how many bytes there were.  A body longer than `limit` is an error."""
+        deadline = time.monotonic() + self._timeout + limit / MIN_RATE
+        total = 0
+        while True:
+            chunk = _read_some(answer, min(STREAM_CHUNK, limit - total + 1))
+            if not chunk:
+                return total
+            total += len(chunk)
+            self.received += len(chunk)
+            if total > limit:
+                raise RemoteError(f"{self.host} sent more than the {limit:,} bytes the file may have")
+            for sink in sinks:
+                sink(chunk)
+            if time.monotonic() > deadline:
+                raise RemoteError(f"{self.host} sends too slowly (less than {MIN_RATE >> 10} KiB/s)")
+
+    def whole_sha256(self):
+        """The sha256 of the whole resource when every byte of it has been read anyway (a small
+        file, or a server that ignored Range); None otherwise."""
+        import hashlib
+
+        if self._spool is not None:
+            digest = hashlib.sha256()
+            self._spool.seek(0)
+            for chunk in iter(lambda: self._spool.read(STREAM_CHUNK), b""):
+                digest.update(chunk)
+            return digest.hexdigest()
+        if self.size is None or any(i not in self._blocks for i in range(-(-self.size // BLOCK))):
+            return None
+        return hashlib.sha256(b"".join(self._blocks[i] for i in range(-(-self.size // BLOCK)))).hexdigest()
 
     def identity(self):
         """What tells this version of the resource from another: its URL, ETag (or
@@ -161,29 +231,27 @@ class HttpSource:
         first, last, total = int(found.group(1)), int(found.group(2)), int(found.group(3))
         if self.size is None:
             self.size = total
+        elif total != self.size:
+            raise RemoteError(f"{self.host} serves {total:,} bytes where {self.size:,} were expected")
         expected_last = min(end, self.size) - 1
         if total != self.size or first != start or last != expected_last:
             raise RemoteError(f"{self.host} answered bytes {first}-{last}/{total} where "
                               f"{start}-{expected_last}/{self.size} were asked for")
-        data = _read_exactly(answer, last - first + 1, self.host)  # never more, whatever follows
-        self.received += len(data)
+        data = self._read_exactly(answer, last - first + 1)  # never more, whatever follows
         for at in range(0, len(data), BLOCK):
             self._blocks[(start + at) // BLOCK] = data[at:at + BLOCK]
 
     def _keep_whole(self, answer):
-        """The server ignored `Range`: keep its whole body in a temporary file."""
-        length = answer.headers.get("Content-Length")
-        expected = self.size if self.size is not None else (int(length) if length and length.isdigit() else None)
+        """The server ignored `Range`: keep its whole body (at most MAX_STREAMED bytes, or the
+        size known) in a temporary file."""
+        length = answer.headers.get("Content-Length", "")
+        expected = self.size if self.size is not None else (int(length) if length.isdigit() else None)
+        if expected is not None and expected > MAX_STREAMED:
+            raise RemoteError(f"{self.host} ignores Range, and the file ({expected:,} bytes) is larger than the "
+                              f"{MAX_STREAMED >> 30} GiB read whole")
         spool = tempfile.TemporaryFile(prefix="pth-legacy-keys-")
         try:
-            while True:
-                chunk = answer.read(STREAM_CHUNK)
-                if not chunk:
-                    break
-                spool.write(chunk)
-                self.received += len(chunk)
-                if expected is not None and spool.tell() > expected:
-                    raise RemoteError(f"{self.host} sent more bytes than the file holds")
+            self._stream(answer, MAX_STREAMED if expected is None else expected, [spool.write])
             spool.flush()
             if expected is not None and spool.tell() != expected:
                 raise RemoteError(f"{self.host} sent {spool.tell():,} bytes where {expected:,} were expected")
@@ -192,6 +260,14 @@ class HttpSource:
             raise
         self.size, self._spool, self.streamed = spool.tell(), spool, True
         self._blocks.clear()
+
+    def _read_exactly(self, answer, n):
+        parts = []
+        self._stream(_Limited(answer, n), n, [parts.append])
+        data = b"".join(parts)
+        if len(data) != n:
+            raise RemoteError(f"{self.host} ended its answer after {len(data):,} of {n:,} bytes")
+        return data
 
     def _note_version(self, answer):
         version = answer.headers.get("ETag") or answer.headers.get("Last-Modified")
@@ -215,13 +291,48 @@ class HttpSource:
                 wait = _retry_after(exc)
                 discard(exc)
                 if wait is None or attempt == RETRIES:
-                    raise RemoteError(_http_error(exc, self.host)) from None
+                    raise RemoteError(_http_error(exc, self.host) + (self._hint if exc.code in (401, 403) else "")) from None
                 time.sleep(wait)
             except urllib.error.URLError as exc:
                 raise RemoteError(network_error(exc.reason, self.host, self._timeout)) from None
-            except (OSError, ValueError) as exc:  # timeouts, resets, malformed answers
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # timeouts, resets, bad URLs or answers
                 raise RemoteError(network_error(exc, self.host, self._timeout)) from None
         raise AssertionError("unreachable")
+
+
+def read_body(answer, limit, host, timeout=None):
+    """An answer's whole body, if it is at most `limit` bytes (else None), within the deadline
+    a file's reads have."""
+    timeout = TIMEOUT if timeout is None else timeout
+    deadline, parts, total = time.monotonic() + timeout + limit / MIN_RATE, [], 0
+    while True:
+        chunk = _read_some(answer, min(READ_CHUNK, limit - total + 1))
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            return None
+        if time.monotonic() > deadline:
+            raise RemoteError(f"{host} sends too slowly (less than {MIN_RATE >> 10} KiB/s)")
+
+
+class _Limited:
+    """An answer read no further than its first `n` bytes (what a range asked for)."""
+
+    def __init__(self, answer, n):
+        self.answer, self.left = answer, n
+
+    def read(self, size):
+        data = _read_some(self.answer, min(size, self.left)) if self.left else b""
+        self.left -= len(data)
+        return data
+
+
+def _read_some(answer, n):
+    """Up to `n` bytes, whatever has come: read() would wait for all `n`, however slowly they
+    come, and no deadline could be checked meanwhile."""
+    return answer.read1(n) if hasattr(answer, "read1") else answer.read(n)
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -269,11 +380,6 @@ def discard(error):
     error.close()
 
 
-def _read_exactly(answer, n, host):
-    data = answer.read(n)
-    if len(data) != n:
-        raise RemoteError(f"{host} ended its answer after {len(data):,} of {n:,} bytes")
-    return data
 
 
 def _retry_after(error):
@@ -315,7 +421,22 @@ def network_error(reason, host, timeout):
 
 
 def host_of(url):
-    """host[:port] of `url`: what messages name (never its path or query)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{host}:{parts.port}" if parts.port else host
+    """host[:port] of `url`: what messages name (never its user name, password, path or query)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname or "?", parts.port
+    except ValueError:
+        return "an unreadable host"
+    return f"{host}:{port}" if port else host
+
+
+def origin_of(url):
+    """(scheme, host, port) of `url`, the port spelled out; None for a URL that has none."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        scheme, host, port = parts.scheme.lower(), (parts.hostname or "").rstrip("."), parts.port
+    except ValueError:
+        return None
+    if scheme not in ("http", "https") or not host:
+        return None
+    return scheme, host, port or {"http": 80, "https": 443}[scheme]

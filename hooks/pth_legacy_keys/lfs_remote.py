@@ -10,13 +10,17 @@ The endpoint is found as git-lfs finds it (docs/api/server-discovery.md): `lfs.u
 URL with `.git/info/lfs` (an SSH remote, `git@host:owner/repo`, maps to its HTTPS form; no ssh
 is run).  Credentials: PTH_LEGACY_KEYS_LFS_TOKEN (HTTP Basic, user `x-access-token`, as
 actions/checkout sends a token), else, if the server answers 401, `git credential fill`, never
-interactive.  The token goes only to an endpoint from git's own configuration (lfs.url,
-remote.<remote>.lfsurl, the remote's URL) or on the host of the repository's remote: a pull
-request can add a `.lfsconfig` naming any server, and must not receive the job's token that
-way.  A download href gets exactly the headers the server gave for it.
+interactive.  Credentials of either kind go only to the origin (scheme, host and port) of
+the LFS server of the repository we run in, as its own git configuration names it: a pull
+request can name any server in a `.lfsconfig`, or in `.gitmodules` for a submodule's remote,
+and must not receive the job's token that way.  An object from any other server is read whole
+and must have the sha256 its pointer names: that server could serve other bytes to ranges
+than to git-lfs.  A download href gets exactly the headers the server gave for it.
 """
 
 import base64
+import functools
+import http.client
 import json
 import os
 import re
@@ -25,7 +29,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .http_source import TIMEOUT, RemoteError, discard, host_of, network_error, opener
+from .http_source import (TIMEOUT, RemoteError, discard, has_userinfo, host_of, network_error, opener, origin_of,
+                          read_body, without_userinfo)
 from .lfs_pointer import MAX_POINTER_BYTES, POINTER
 
 BATCH_SIZE = 100  # objects per Batch API request, as git-lfs sends them
@@ -39,13 +44,14 @@ SCP_LIKE = re.compile(r"(?:[^@/]+@)?([^:/]+):(?!//)(.+)")  # git@host:owner/repo
 class Download:
     """Where one object can be read: `href` with exactly `header`; `size` bytes, `oid` its sha256."""
 
-    __slots__ = ("oid", "size", "href", "header")
+    __slots__ = ("oid", "size", "href", "header", "whole")
 
-    def __init__(self, oid, size, href, header):
+    def __init__(self, oid, size, href, header, whole=False):
         self.oid, self.size, self.href, self.header = oid, size, href, header
+        self.whole = whole  # read whole and hashed: the server is not the repository's own
 
     def __reduce__(self):  # handed to worker processes
-        return Download, (self.oid, self.size, self.href, self.header)
+        return Download, (self.oid, self.size, self.href, self.header, self.whole)
 
 
 def pointer_fields(data):
@@ -66,25 +72,52 @@ def locate(paths):
             pointers[os.path.realpath(path)] = fields
     found = {}
     by_endpoint = {}
-    endpoints = {}  # folder -> endpoint_for's answer: a few git calls per folder, not per pointer
+    endpoints = {}  # folder -> (endpoint, top, trusted): a few git calls per folder, not per pointer
     for path, fields in pointers.items():
         folder = os.path.dirname(path)
         if folder not in endpoints:
             try:
-                endpoints[folder] = endpoint_for(folder, with_trust=True)  # (url, trusted, top)
-            except RemoteError as exc:
-                endpoints[folder] = str(exc)
+                endpoint, top = endpoint_for(folder, with_top=True)
+                endpoints[folder] = endpoint, top, origin_of(endpoint) in trusted_origins(top)
+            except (RemoteError, ValueError, http.client.HTTPException) as exc:
+                endpoints[folder] = _reason(exc)
         endpoint = endpoints[folder]
         if isinstance(endpoint, str):
             found[path] = endpoint
             continue
         by_endpoint.setdefault(endpoint, {}).setdefault(fields, []).append(path)
-    for (endpoint, trusted, top), objects in by_endpoint.items():
-        client = _BatchClient(endpoint, token_allowed=trusted, folder=top)
+    for (endpoint, top, trusted), objects in by_endpoint.items():
+        client = _BatchClient(endpoint, trusted=trusted, folder=top)
         objects = list(objects.items())  # ((oid, size), [paths]): each object asked for once
         for start in range(0, len(objects), BATCH_SIZE):
             found.update(client.downloads(objects[start:start + BATCH_SIZE]))
     return found
+
+
+def _reason(exc):
+    return str(exc) if isinstance(exc, RemoteError) else f"a malformed LFS URL ({type(exc).__name__})"
+
+
+@functools.lru_cache(maxsize=64)
+def trusted_origins(start):
+    """The origins credentials may go to for a repository at `start`: the LFS server of the
+    outermost repository around it (a submodule's remote comes from .gitmodules, a file of the
+    work tree; the outermost one's configuration no file of the work tree can change), as git's
+    own configuration names it (lfs.url, remote.<remote>.lfsurl, the remote's URL); never .lfsconfig."""
+    top = _git(start, "rev-parse", "--show-toplevel")
+    while top:
+        outer = _git(top, "rev-parse", "--show-superproject-working-tree")
+        if not outer:
+            break
+        top = outer
+    if top is None:
+        return frozenset()
+    remote = _remote_name(top)
+    named = [_git(top, "config", "--get", key) for key in ("lfs.url", f"remote.{remote}.lfsurl")]
+    url = _git(top, "config", "--get", f"remote.{remote}.url")
+    if url:
+        named.append(_derived(url))
+    return frozenset(filter(None, (origin_of(value) for value in named if value)))
 
 
 def _read_pointer(path):
@@ -98,35 +131,30 @@ def _read_pointer(path):
 # -- the endpoint -----------------------------------------------------------------------
 
 
-def endpoint_for(folder, with_trust=False):
+def endpoint_for(folder, with_top=False):
     """The LFS endpoint of the git repository `folder` is in, as git-lfs would use it; with
-    `with_trust`, (endpoint, whether the job's token may go there: it came from git's own
-    configuration, or is on the host of the repository's remote; the repository's top folder)."""
+    `with_top`, (endpoint, the repository's top folder)."""
     top = _git(folder, "rev-parse", "--show-toplevel")
     if top is None:
         raise RemoteError("a Git LFS pointer outside a git repository: no LFS server to ask")
     remote = _remote_name(top)
     url = _git(top, "config", "--get", f"remote.{remote}.url")
-    endpoint, from_lfsconfig = _configured_endpoint(top, remote)
+    endpoint = _configured_endpoint(top, remote)
     if endpoint is None:
         if not url:
             raise RemoteError(f"no LFS endpoint: the repository has no remote '{remote}' and no lfs.url")
         endpoint = _http_endpoint(_derived(url), f"the remote '{remote}'")
-    if not with_trust:
-        return endpoint
-    return endpoint, not from_lfsconfig or (url is not None and host_of(endpoint) == host_of(_derived(url))), top
+    return (endpoint, top) if with_top else endpoint
 
 
 def _configured_endpoint(top, remote):
-    """(lfs.url, then remote.<remote>.lfsurl, each from git's configuration and then
-    .lfsconfig; whether it came from .lfsconfig, a file of the work tree), or (None, False)."""
+    """lfs.url, then remote.<remote>.lfsurl, each from git's configuration and then .lfsconfig."""
     for key in ("lfs.url", f"remote.{remote}.lfsurl"):
-        for lfsconfig in (False, True):
-            where = ("--file", os.path.join(top, ".lfsconfig")) if lfsconfig else ()
+        for where in ((), ("--file", os.path.join(top, ".lfsconfig"))):
             value = _git(top, "config", *where, "--get", key)
             if value:
-                return _http_endpoint(value, f"{key} ({value})"), lfsconfig
-    return None, False
+                return _http_endpoint(value, f"{key} ({without_userinfo(value)})")
+    return None
 
 
 def _remote_name(top):
@@ -147,15 +175,18 @@ def _derived(url):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme in ("ssh", "git+ssh", "ssh+git", "git"):
         parts = parts._replace(scheme="https", netloc=parts.hostname or "")
+    # A user name or password in the remote's URL (a CI token) is git's business, not ours.
+    parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])
     path = parts.path.rstrip("/")
     path = path if path.endswith(".git") else path + ".git"
     return urllib.parse.urlunsplit(parts._replace(path=path + "/info/lfs", query="", fragment=""))
 
 
 def _http_endpoint(url, source):
-    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+    if origin_of(url) is None:
         raise RemoteError(f"the LFS endpoint from {source} is not an HTTP(S) URL")
-    return url.rstrip("/")
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])).rstrip("/")
 
 
 def _git(folder, *arguments):
@@ -174,13 +205,14 @@ def _git(folder, *arguments):
 class _BatchClient:
     """Batch API requests to one endpoint, with its credentials."""
 
-    def __init__(self, endpoint, token_allowed, folder):
+    def __init__(self, endpoint, trusted, folder):
         self.endpoint = endpoint
         self.folder = folder  # the repository, whose credential helpers `git credential` asks
         self.host = host_of(endpoint)
-        token = os.environ.get(TOKEN_VARIABLE) if token_allowed else None
+        self.trusted = trusted  # the repository's own server: credentials may go there, ranges are believed
+        token = os.environ.get(TOKEN_VARIABLE) if trusted else None
         self.authorization = _basic("x-access-token", token) if token else None
-        self.asked_git = False
+        self.asked_git = not trusted  # no credential of any kind for a server the work tree names
 
     def downloads(self, objects):
         """{path: Download or reason} for `objects`, [((oid, size), [paths])], in one request."""
@@ -194,7 +226,7 @@ class _BatchClient:
             return {path: str(exc) for paths in wanted.values() for path in paths}
         found = {}
         for (oid, size), paths in wanted.items():
-            result = _download(objects.get(oid), oid, size, self.host)
+            result = _download(objects.get(oid), oid, size, self.host, whole=not self.trusted)
             for path in paths:
                 found[path] = result
         return found
@@ -208,7 +240,7 @@ class _BatchClient:
                 request.add_unredirected_header("Authorization", self.authorization)
             try:
                 with opener().open(request, timeout=TIMEOUT) as answer:
-                    raw = answer.read(MAX_BATCH_ANSWER + 1)
+                    raw = read_body(answer, MAX_BATCH_ANSWER, self.host)
             except urllib.error.HTTPError as exc:
                 discard(exc)
                 # giftless, like some servers, says 403 to a request without credentials
@@ -217,19 +249,25 @@ class _BatchClient:
                     self.authorization = _git_credential(self.endpoint, self.folder) or self.authorization
                     if self.authorization:
                         continue
-                raise RemoteError(f"the LFS server {self.host} answered HTTP {exc.code}"
-                                  + (" (set PTH_LEGACY_KEYS_LFS_TOKEN, or a git credential for it)"
-                                     if exc.code in (401, 403) else "")) from None
+                raise RemoteError(f"the LFS server {self.host} answered HTTP {exc.code}" + _hint(exc.code, self.trusted)) from None
             except urllib.error.URLError as exc:
                 raise RemoteError(f"the LFS server: {network_error(exc.reason, self.host, TIMEOUT)}") from None
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 raise RemoteError(f"the LFS server: {network_error(exc, self.host, TIMEOUT)}") from None
-            if len(raw) > MAX_BATCH_ANSWER:
+            if raw is None:
                 raise RemoteError(f"the LFS server {self.host} sent a batch answer over {MAX_BATCH_ANSWER >> 20} MiB")
             try:
                 return json.loads(raw)
             except ValueError:
                 raise RemoteError(f"the LFS server {self.host} sent a batch answer that is not JSON") from None
+
+
+def _hint(code, trusted):
+    if code not in (401, 403):
+        return ""
+    if not trusted:
+        return " (it is not the repository's own LFS server, so it gets no credentials)"
+    return " (set PTH_LEGACY_KEYS_LFS_TOKEN, or a git credential for it)"
 
 
 def _objects(answer, host):
@@ -242,7 +280,7 @@ def _objects(answer, host):
     return {o.get("oid"): o for o in objects if isinstance(o.get("oid"), str)}
 
 
-def _download(found, oid, size, host):
+def _download(found, oid, size, host, whole=False):
     """The Download for one object of a batch answer, or the reason there is none."""
     if found is None:
         return f"the LFS server {host} did not answer for object {oid[:12]}"
@@ -257,13 +295,13 @@ def _download(found, oid, size, host):
     action = (found.get("actions") or {}).get("download") if isinstance(found.get("actions"), dict) else None
     href = action.get("href") if isinstance(action, dict) else None
     header = action.get("header", {}) if isinstance(action, dict) else None
-    if not isinstance(href, str) or urllib.parse.urlsplit(href).scheme.lower() not in ("http", "https"):
+    if not isinstance(href, str) or origin_of(href) is None or has_userinfo(href):
         return f"the LFS server {host} gave no HTTP(S) download for object {oid[:12]}"
     if not isinstance(header, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in header.items()):
         return f"the LFS server {host} gave a malformed header for object {oid[:12]}"
     if any(not _is_header_field(k) or any(c in v for c in "\r\n\0") for k, v in header.items()):
         return f"the LFS server {host} gave a malformed header for object {oid[:12]}"
-    return Download(oid, size, href, dict(header))
+    return Download(oid, size, href, dict(header), whole)
 
 
 def _is_header_field(name):

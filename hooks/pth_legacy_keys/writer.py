@@ -312,14 +312,16 @@ def _swap_in(temporary, path, prepare):
     _fsync_folder(os.path.dirname(path) or ".")
 
 
-def move_into_place(temporary, path, fill):
+def move_into_place(temporary, path, fill, identity):
     """Run `fill()`, which writes the file `temporary` (from create_temporary(path)), then let it
-    replace `path` with `path`'s owner, group and permission bits, fsynced.  Any failure removes
-    `temporary` and leaves `path` as it was."""
+    replace `path` with `path`'s owner, group and permission bits, fsynced, if `path` is still
+    the file whose file_identity() is `identity`.  Any failure removes `temporary` and leaves
+    `path` as it was."""
 
     def prepare():
         fill()
         before = os.stat(path)
+        _check_unchanged(before, identity)
         fd = os.open(temporary, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
             _keep_owner(fd, before)

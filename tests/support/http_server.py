@@ -27,6 +27,9 @@ class Route:
     etags: list = field(default_factory=list)  # the ETag of each answer in turn (the file changing)
     answer: object = None  # for POST: answer(request body, log entry) -> (status, headers, body)
     barrier: object = None  # a threading.Barrier each GET waits at: proof that requests come at once
+    endless: bool = False  # answer 200 with a body that never ends (no Content-Length)
+    trickle: float = 0  # answer 206, one byte every `trickle` seconds
+    on_get: object = None  # on_get(handler) runs before each GET is answered
 
 
 @dataclass
@@ -101,6 +104,10 @@ class Server:
         route = self.routes.get(handler.path.split("?", 1)[0])
         if route is None:
             return self._send(handler, 404, {}, b"not here")
+        if route.on_get is not None:
+            route.on_get(handler)
+        if route.endless or route.trickle:
+            return self._stream_forever(handler, route)
         if route.barrier is not None:
             try:
                 route.barrier.wait()
@@ -123,6 +130,27 @@ class Server:
         headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         body = data[start:end + 1]
         return self._send(handler, 206, headers, body, extra=route.extra)
+
+    def _stream_forever(self, handler, route):
+        """A body that never ends: 1 MiB chunks as fast as the client takes them, or one byte
+        every `route.trickle` seconds (what a client's deadline must stop)."""
+        import time
+
+        self._record(handler, 200 if route.endless else 206, -1)
+        handler.send_response(200 if route.endless else 206)
+        if route.trickle:
+            handler.send_header("Content-Range", f"bytes 0-65535/{1 << 20}")
+            handler.send_header("Content-Length", "65536")
+        handler.end_headers()
+        chunk = b"\0" * (1 << 20)
+        try:
+            while True:
+                handler.wfile.write(chunk if route.endless else b"\0")
+                handler.wfile.flush()
+                if route.trickle:
+                    time.sleep(route.trickle)
+        except OSError:
+            pass  # the client gave up: what it must do
 
     def _send(self, handler, status, headers, body, extra=b"", request_body=b""):
         handler.send_response(status)

@@ -154,3 +154,29 @@ def test_the_action_checks_3_of_20_lfs_models_of_a_pull_request_without_lfs_cont
     assert counts.batch_download == 1
     assert counts.ranged_gets <= 3 * 2 and counts.storage_gets == counts.ranged_gets
     assert lfs_objects_stored(clone) == []
+
+
+def test_the_actions_fix_mode_works_on_a_checkout_without_lfs_content(lfs_server, tmp_path):
+    """fix mode downloads only the changed object that needs it, fixes it in the workspace, and
+    leaves every other pointer a pointer."""
+    pytest.importorskip("yaml", reason="pyyaml comes with the test extra: pip install -e '.[test]'")
+    from action_runner import run_action
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = {f"models/m{i}.pth": LEGACY.read_bytes() + b"\0" * i for i in range(3)}
+    repository, clone = pull_request_clone(lfs_server, tmp_path, base, {"models/m1.pth": PARAMETRIZED.read_bytes()})
+    base_sha = git("rev-parse", "origin/main", cwd=clone).stdout.strip()
+    result = run_action(os.path.join(root, "action.yml"), inputs={"mode": "fix", "changed-only": "true"},
+                        workspace=clone, event_name="pull_request", base_ref="main",
+                        sha=git("rev-parse", "HEAD", cwd=clone).stdout.strip(),
+                        event={"number": 1, "pull_request": {"base": {"ref": "main", "sha": base_sha}}},
+                        tmp=tmp_path / "runner")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert result.outputs["modified"] == "true"
+    expected = tmp_path / "expected.pth"
+    shutil.copyfile(PARAMETRIZED, expected)
+    assert fix(expected).status == "fixed" and (clone / "models/m1.pth").read_bytes() == expected.read_bytes()
+    for name in ("models/m0.pth", "models/m2.pth"):
+        assert (clone / name).read_bytes().startswith(b"version https://git-lfs.github.com/spec/v1")
+    counts = lfs_server.counts()
+    assert counts.ranges.count("bytes=0-") == 1 and counts.batch_download == 1

@@ -190,6 +190,7 @@ def test_without_remote_a_pointer_is_still_not_checked_and_nothing_is_asked(lfs,
     (lambda request: (200, {}, b"<html>"), "sent a batch answer that is not JSON"),
     (lambda request: (200, {}, b"[" + b" " * (17 << 20) + b"]"), "sent a batch answer over 16 MiB"),
     (lambda request: (200, {}, b'{"objects": 3}'), "sent a batch answer without a list of objects"),
+    (lambda request: (200, {}, b"[" * 100_000), "sent a batch answer that is not JSON"),
     (lambda request: (200, {}, b'{"transfer": "ssh", "objects": []}'), "chose a transfer other than basic"),
     (lambda request: (200, {}, b'{"objects": []}'), "did not answer for object"),
     (lambda request: (200, {}, json.dumps({"objects": [{**request["objects"][0], "size": 1}]}).encode()),
@@ -408,3 +409,34 @@ def test_fix_leaves_what_reached_the_path_during_the_download(lfs, repository):
     assert report.status == "error" and "changed while it was being fixed" in report.reason
     assert path.read_bytes() == b"the user's own work"
     assert sorted(os.listdir(repository)) == [".git", "a.pth"]
+
+
+def test_another_endpoint_on_the_remotes_host_is_another_party(lfs, repository):
+    """On a shared host (github.com) another repository's endpoint belongs to someone else:
+    a .lfsconfig naming it gets no token, and its objects are read whole and hashed."""
+    path = add_pointer(lfs, repository, "a.pth", PARAMETRIZED)
+    [oid] = lfs.objects
+    lfs.endpoint_server.routes["/attacker/x.git/info/lfs/objects/batch"] = Route(answer=lfs._batch)
+    (repository / ".lfsconfig").write_text(f"[lfs]\n\turl = {lfs.endpoint_server.url('/attacker/x.git/info/lfs')}\n")
+    assert scan(path, lfs_pointers="remote").status == "needs-fix"
+    assert [entry.authorization for entry in lfs.batches()] == [""]
+    assert [entry.range for entry in lfs.storage.log] == ["bytes=0-"]
+
+
+def test_a_huge_object_from_another_server_is_not_read_whole(lfs, repository):
+    fake = Lfs()
+    try:
+        size = 3 << 30
+        oid = "ab" * 32
+        fake.objects[oid] = b""
+        fake.batch_answer = lambda request: (200, {}, json.dumps({"objects": [{**request["objects"][0], "actions": {
+            "download": {"href": fake.storage.url("/huge")}}}]}).encode())
+        path = repository / "huge.pth"
+        path.write_bytes(f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n".encode())
+        (repository / ".lfsconfig").write_text(f"[lfs]\n\turl = {fake.endpoint}\n")
+        report = scan(path, lfs_pointers="remote")
+        asked = list(fake.storage.log)
+    finally:
+        fake.close()
+    assert report.status == "not-checked" and "more than the 2 GiB read whole to check its sha256" in report.reason
+    assert asked == []

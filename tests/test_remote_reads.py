@@ -11,7 +11,7 @@ from pth_legacy_keys import fix, http_source, scan
 from pth_legacy_keys.byte_source import is_url
 from pth_legacy_keys.http_source import BLOCK, HttpSource, RemoteError
 from pth_legacy_keys.inspection import inspect_file
-from support.http_server import Route, Server, Stalling, self_signed_certificate
+from support.http_server import HeaderTrickle, Route, Server, Stalling, self_signed_certificate
 from support.lfs import LFS_POINTER
 from support.pickle_ops import PROTO2, global_, text
 from support.zip_bytes import build_zip, zip_records
@@ -178,6 +178,7 @@ def test_a_server_busy_for_long_fails_now(server):
     ("ftp://127.0.0.1/model.pth", "redirects to a ftp URL, which is not HTTP"),
     ("file:///etc/passwd", "redirects to a file URL, which is not HTTP"),
     ("/loop", "redirects too many times, or in a loop"),
+    ("http://user:hunter2@127.0.0.1/m.pth", "redirects to a URL with a user name or password"),
 ])
 def test_redirects_stay_on_http_and_end(server, target, said):
     server.routes["/loop"] = Route(redirect="/loop")
@@ -305,3 +306,21 @@ def test_a_malformed_url_is_its_own_line_and_the_others_are_examined(capsys, bad
     first = out.splitlines()[0]
     assert ": error: " in first and "a:b" not in out
     assert f"{PARAMETRIZED}: 4 parametrized" in out
+
+
+def test_headers_that_never_end_are_cut_off(monkeypatch):
+    """A header byte in time for every socket timeout: the answer's headers have one deadline."""
+    monkeypatch.setattr(http_source, "TIMEOUT", 0.5)
+    trickle = HeaderTrickle()
+    try:
+        report = scan(trickle.url("/model.pth"))
+    finally:
+        trickle.close()
+    assert report.status == "error"
+    assert report.reason == f"127.0.0.1:{trickle.port} did not send its answer within 1 s"
+
+
+def test_a_url_that_http_cannot_send_never_shows_its_query(server):
+    url = serve(server, "model.pth", b"", redirect="/m.pth?X-Amz-Signature=PRESIGNED x")
+    report = scan(url)
+    assert report.status == "error" and "PRESIGNED" not in report.reason

@@ -20,6 +20,7 @@ import re
 import socket
 import ssl
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -49,6 +50,8 @@ class RemoteError(CheckpointError):
 def url_source(url):
     """An HttpSource for a URL given as a PATH, with the token in PTH_LEGACY_KEYS_URL_TOKEN
     (if set) as a Bearer token for that URL's host."""
+    if origin_of(url) is None:
+        raise RemoteError("a malformed URL")
     if has_userinfo(url):
         raise RemoteError("a URL with a user name or password in it: put a token in "
                           f"{URL_TOKEN_VARIABLE} instead")
@@ -107,7 +110,10 @@ class HttpSource:
 
     def _keep_verified(self, sha256):
         """Read the whole resource into a temporary file; it must hash to `sha256`."""
-        spool = tempfile.TemporaryFile(prefix="pth-legacy-keys-")
+        if self.size > MAX_STREAMED:
+            raise RemoteError(f"{self.host} is not the repository's own server, and an object of {self.size:,} "
+                              f"bytes is more than the {MAX_STREAMED >> 30} GiB read whole to check its sha256")
+        spool = _spool_for(self.size, self.host)
         try:
             if self.save(spool) != sha256:
                 raise RemoteError(f"{self.host} serves bytes that are not the object the pointer names "
@@ -155,7 +161,7 @@ class HttpSource:
     def _stream(self, answer, limit, sinks):
         """Hand the answer's body, at most `limit` bytes, to each of `sinks`, within a deadline;
         return how many bytes there were.  A body longer than `limit` is an error."""
-        deadline = time.monotonic() + self._timeout + limit / MIN_RATE
+        pace = _Pace(self._timeout, self.host)
         total = 0
         while True:
             chunk = _read_some(answer, min(STREAM_CHUNK, limit - total + 1))
@@ -167,8 +173,7 @@ class HttpSource:
                 raise RemoteError(f"{self.host} sent more than the {limit:,} bytes the file may have")
             for sink in sinks:
                 sink(chunk)
-            if time.monotonic() > deadline:
-                raise RemoteError(f"{self.host} sends too slowly (less than {MIN_RATE >> 10} KiB/s)")
+            pace.check(total)
 
     def whole_sha256(self):
         """The sha256 of the whole resource when every byte of it has been read anyway (a small
@@ -249,7 +254,7 @@ class HttpSource:
         if expected is not None and expected > MAX_STREAMED:
             raise RemoteError(f"{self.host} ignores Range, and the file ({expected:,} bytes) is larger than the "
                               f"{MAX_STREAMED >> 30} GiB read whole")
-        spool = tempfile.TemporaryFile(prefix="pth-legacy-keys-")
+        spool = _spool_for(expected or 0, self.host)
         try:
             self._stream(answer, MAX_STREAMED if expected is None else expected, [spool.write])
             spool.flush()
@@ -284,7 +289,7 @@ class HttpSource:
                 request.add_unredirected_header(name, value)  # to this host only, never along a redirect
             self.requests += 1
             try:
-                return self._opener.open(request, timeout=self._timeout)
+                return open_within(self._opener, request, self._timeout)
             except urllib.error.HTTPError as exc:
                 if exc.code == 416:
                     return exc  # an empty file has no byte 0: _fetch reads its size from the answer
@@ -300,11 +305,92 @@ class HttpSource:
         raise AssertionError("unreachable")
 
 
+def open_within(opener, request, timeout):
+    """`opener.open(request)`, its answer's status line and headers (redirects' too) within
+    twice `timeout` seconds in all: the socket timeout alone lets a server send a header byte
+    every few seconds for ever.  An answer cut off is an error, never an empty answer."""
+    thread = threading.get_ident()
+    timer = threading.Timer(2 * timeout, _Connections.cut_all, [thread])
+    timer.daemon = True
+    timer.start()
+    try:
+        answer = opener.open(request, timeout=timeout)
+    except BaseException:
+        if _Connections.was_cut(thread):
+            raise RemoteError(f"{host_of(request.full_url)} did not send its answer within {2 * timeout:g} s") from None
+        raise
+    finally:
+        timer.cancel()
+    if _Connections.was_cut(thread):
+        answer.close()
+        raise RemoteError(f"{host_of(request.full_url)} did not send its answer within {2 * timeout:g} s")
+    return answer
+
+
+class _Connections:
+    """The sockets each thread's open_within has connected, so that its timer can cut them."""
+
+    _lock = threading.Lock()
+    _open = {}  # thread id -> [socket]
+    _cut = set()  # threads whose sockets were cut
+
+    @classmethod
+    def add(cls, sock):
+        with cls._lock:
+            cls._open.setdefault(threading.get_ident(), []).append(sock)
+
+    @classmethod
+    def was_cut(cls, thread):
+        """Whether `thread`'s sockets were cut (and forget them: the next open starts afresh)."""
+        with cls._lock:
+            cls._open.pop(thread, None)
+            if thread in cls._cut:
+                cls._cut.discard(thread)
+                return True
+            return False
+
+    @classmethod
+    def cut_all(cls, thread):
+        with cls._lock:
+            sockets = cls._open.pop(thread, [])
+            cls._cut.add(thread)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def connect(self):
+        super().connect()
+        _Connections.add(self.sock)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def connect(self):
+        super().connect()
+        _Connections.add(self.sock)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, request):
+        return self.do_open(_HTTPConnection, request)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context):
+        super().__init__(context=context)
+        self._ssl_context = context
+
+    def https_open(self, request):
+        return self.do_open(_HTTPSConnection, request, context=self._ssl_context)
+
+
 def read_body(answer, limit, host, timeout=None):
     """An answer's whole body, if it is at most `limit` bytes (else None), within the deadline
     a file's reads have."""
-    timeout = TIMEOUT if timeout is None else timeout
-    deadline, parts, total = time.monotonic() + timeout + limit / MIN_RATE, [], 0
+    pace, parts, total = _Pace(TIMEOUT if timeout is None else timeout, host), [], 0
     while True:
         chunk = _read_some(answer, min(READ_CHUNK, limit - total + 1))
         if not chunk:
@@ -313,8 +399,30 @@ def read_body(answer, limit, host, timeout=None):
         total += len(chunk)
         if total > limit:
             return None
-        if time.monotonic() > deadline:
-            raise RemoteError(f"{host} sends too slowly (less than {MIN_RATE >> 10} KiB/s)")
+        pace.check(total)
+
+
+class _Pace:
+    """An answer's body must come at MIN_RATE on average once `timeout` has passed: after t
+    seconds, at least (t - timeout) * MIN_RATE bytes.  (read1 hands back whatever has come, so
+    this is checked at every byte a trickling server sends.)"""
+
+    def __init__(self, timeout, host):
+        self.start, self.timeout, self.host = time.monotonic(), timeout, host
+
+    def check(self, received):
+        if time.monotonic() - self.start > self.timeout + received / MIN_RATE:
+            raise RemoteError(f"{self.host} sends too slowly (less than {MIN_RATE >> 10} KiB/s)")
+
+
+def _spool_for(size, host):
+    """A temporary file for `size` bytes, if the disk has room for them."""
+    import shutil
+
+    folder = tempfile.gettempdir()
+    if shutil.disk_usage(folder).free < size + (64 << 20):
+        raise RemoteError(f"not enough free disk space in {folder} to read {size:,} bytes from {host}")
+    return tempfile.TemporaryFile(prefix="pth-legacy-keys-")
 
 
 class _Limited:
@@ -348,6 +456,8 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
                 raise RemoteError(f"{host_of(request.full_url)} redirects to a {scheme} URL, which is not HTTP")
             if request.full_url.lower().startswith("https:") and scheme == "http":
                 raise RemoteError(f"{host_of(request.full_url)} redirects from HTTPS to plain HTTP")
+            if has_userinfo(urllib.parse.urljoin(request.full_url, target)):
+                raise RemoteError(f"{host_of(request.full_url)} redirects to a URL with a user name or password")
         return super().http_error_302(request, answer, code, message, headers)
 
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
@@ -367,7 +477,7 @@ def opener():
 def _opener(*settings):
     """urllib's opener with our redirects; made once for each `settings` (_SETTINGS' values)."""
     context = ssl.create_default_context()  # verifies certificates; honours SSL_CERT_FILE
-    return urllib.request.build_opener(_Redirects, urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(_Redirects, _HTTPHandler, _HTTPSHandler(context))
 
 
 def discard(error):
@@ -416,8 +526,10 @@ def network_error(reason, host, timeout):
         return f"{host} refused the connection"
     if isinstance(reason, OSError) and reason.strerror:
         return f"cannot read from {host}: {reason.strerror}"
-    text = " ".join(str(reason).split())[:120]
-    return f"cannot read from {host}: {text or type(reason).__name__}"
+    if isinstance(reason, OSError):
+        return f"{host} closed the connection without an answer"
+    # Not the exception's text: http.client's quotes the URL, whose query may be a signature.
+    return f"cannot read from {host}: a malformed URL or answer ({type(reason).__name__})"
 
 
 def host_of(url):

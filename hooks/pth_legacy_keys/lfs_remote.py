@@ -10,8 +10,8 @@ The endpoint is found as git-lfs finds it (docs/api/server-discovery.md): `lfs.u
 URL with `.git/info/lfs` (an SSH remote, `git@host:owner/repo`, maps to its HTTPS form; no ssh
 is run).  Credentials: PTH_LEGACY_KEYS_LFS_TOKEN (HTTP Basic, user `x-access-token`, as
 actions/checkout sends a token), else, if the server answers 401, `git credential fill`, never
-interactive.  Credentials of either kind go only to the origin (scheme, host and port) of
-the LFS server of the repository we run in, as its own git configuration names it: a pull
+interactive.  Credentials of either kind go only to the LFS endpoint of the
+repository we run in, as its own git configuration names it: a pull
 request can name any server in a `.lfsconfig`, or in `.gitmodules` for a submodule's remote,
 and must not receive the job's token that way.  An object from any other server is read whole
 and must have the sha256 its pointer names: that server could serve other bytes to ranges
@@ -29,8 +29,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .http_source import (TIMEOUT, RemoteError, discard, has_userinfo, host_of, network_error, opener, origin_of,
-                          read_body, without_userinfo)
+from .http_source import (TIMEOUT, RemoteError, discard, has_userinfo, host_of, network_error, open_within, opener,
+                          origin_of, read_body, without_userinfo)
 from .lfs_pointer import MAX_POINTER_BYTES, POINTER
 
 BATCH_SIZE = 100  # objects per Batch API request, as git-lfs sends them
@@ -78,7 +78,7 @@ def locate(paths):
         if folder not in endpoints:
             try:
                 endpoint, top = endpoint_for(folder, with_top=True)
-                endpoints[folder] = endpoint, top, origin_of(endpoint) in trusted_origins(top)
+                endpoints[folder] = endpoint, top, _same_endpoint(endpoint) in trusted_endpoints(top)
             except (RemoteError, ValueError, http.client.HTTPException) as exc:
                 endpoints[folder] = _reason(exc)
         endpoint = endpoints[folder]
@@ -99,11 +99,13 @@ def _reason(exc):
 
 
 @functools.lru_cache(maxsize=64)
-def trusted_origins(start):
-    """The origins credentials may go to for a repository at `start`: the LFS server of the
+def trusted_endpoints(start):
+    """The LFS endpoints credentials may go to for a repository at `start`: those of the
     outermost repository around it (a submodule's remote comes from .gitmodules, a file of the
     work tree; the outermost one's configuration no file of the work tree can change), as git's
-    own configuration names it (lfs.url, remote.<remote>.lfsurl, the remote's URL); never .lfsconfig."""
+    own configuration names them (lfs.url, remote.<remote>.lfsurl, the remote's URL); never
+    .lfsconfig.  The whole endpoint counts, not only its host: on a shared host (github.com)
+    another repository's endpoint is another party's."""
     top = _git(start, "rev-parse", "--show-toplevel")
     while top:
         outer = _git(top, "rev-parse", "--show-superproject-working-tree")
@@ -117,7 +119,16 @@ def trusted_origins(start):
     url = _git(top, "config", "--get", f"remote.{remote}.url")
     if url:
         named.append(_derived(url))
-    return frozenset(filter(None, (origin_of(value) for value in named if value)))
+    return frozenset(filter(None, (_same_endpoint(value) for value in named if value)))
+
+
+def _same_endpoint(url):
+    """What makes two spellings of an endpoint the same: its origin and its path."""
+    origin = origin_of(url)
+    if origin is None:
+        return None
+    path = urllib.parse.urlsplit(url).path.rstrip("/")
+    return origin + (path,)
 
 
 def _read_pointer(path):
@@ -239,7 +250,7 @@ class _BatchClient:
             if self.authorization:
                 request.add_unredirected_header("Authorization", self.authorization)
             try:
-                with opener().open(request, timeout=TIMEOUT) as answer:
+                with open_within(opener(), request, TIMEOUT) as answer:
                     raw = read_body(answer, MAX_BATCH_ANSWER, self.host)
             except urllib.error.HTTPError as exc:
                 discard(exc)
@@ -258,7 +269,7 @@ class _BatchClient:
                 raise RemoteError(f"the LFS server {self.host} sent a batch answer over {MAX_BATCH_ANSWER >> 20} MiB")
             try:
                 return json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
                 raise RemoteError(f"the LFS server {self.host} sent a batch answer that is not JSON") from None
 
 

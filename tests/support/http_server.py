@@ -165,6 +165,45 @@ class Server:
             pass  # the client stopped reading: it may, once it has what it asked for
 
 
+class HeaderTrickle:
+    """A server that answers with a status line and then one header byte at a time, for ever:
+    in time for every socket timeout, never done."""
+
+    def __init__(self, host="127.0.0.1", every=0.05):
+        self.socket = socket.socket()
+        self.socket.bind((host, 0))
+        self.socket.listen(8)
+        self.host, self.port = self.socket.getsockname()
+        self.every = every
+        self._stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, path):
+        return f"http://{self.host}:{self.port}{path}"
+
+    def _serve(self):
+        while not self._stopped.is_set():
+            try:
+                client, _ = self.socket.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(client,), daemon=True).start()
+
+    def _trickle(self, client):
+        try:
+            client.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not self._stopped.wait(self.every):
+                client.sendall(b"a")
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+    def close(self):
+        self._stopped.set()
+        self.socket.close()
+
+
 class Stalling:
     """A server that accepts connections and never answers."""
 

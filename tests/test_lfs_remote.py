@@ -440,3 +440,20 @@ def test_a_huge_object_from_another_server_is_not_read_whole(lfs, repository):
         fake.close()
     assert report.status == "not-checked" and "more than the 2 GiB read whole to check its sha256" in report.reason
     assert asked == []
+
+
+def test_the_storages_header_never_follows_a_redirect(lfs, repository):
+    """urllib copies a request's headers along a redirect unless they are unredirected: the
+    header the batch answer gave for the href goes to the href's host and no further."""
+    third = Server("127.0.0.3")
+    try:
+        path = add_pointer(lfs, repository, "a.pth", PARAMETRIZED)
+        [oid] = lfs.objects
+        third.routes["/elsewhere"] = Route(data=PARAMETRIZED.read_bytes())
+        lfs.storage.routes[f"/store/{oid}"] = Route(redirect=third.url("/elsewhere"))
+        assert scan(path, lfs_pointers="remote").status == "needs-fix"
+        assert [entry.headers.get("X-Storage-Key") for entry in lfs.storage.log] == ["for-storage"]
+        assert third.log and all("X-Storage-Key" not in entry.headers and entry.authorization == ""
+                                 for entry in third.log)
+    finally:
+        third.close()

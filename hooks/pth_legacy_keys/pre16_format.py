@@ -111,6 +111,9 @@ def _walk_preamble(data):
             raise Truncated("the file ends inside its pickles")
         raise Refused("a bare pickle, not a torch.save checkpoint")
     if not data.startswith(FORMAT_VERSION_PICKLE, len(MAGIC_NUMBER_PICKLE)):
+        rest = data[len(MAGIC_NUMBER_PICKLE):]
+        if len(rest) < len(FORMAT_VERSION_PICKLE) and FORMAT_VERSION_PICKLE.startswith(rest):
+            raise Truncated("the file ends inside its pickles")
         raise Refused(f"legacy format version is not {FORMAT_VERSION}")
     sys_info = walk(data, len(MAGIC_NUMBER_PICKLE) + len(FORMAT_VERSION_PICKLE))
     if not _is_sys_info(sys_info.root):

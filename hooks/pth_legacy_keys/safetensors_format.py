@@ -270,8 +270,10 @@ def _validate(entries, data_size):
                 or type(offsets) is not list or len(offsets) != 2
                 or not all(type(n) is int and n >= 0 for n in offsets) or offsets[0] > offsets[1]):
             raise Refused(f"the safetensors entry '{key.value}' has a malformed shape or data_offsets")
-        numel, most = 1, data_size * 8  # bits: a product past this fails anyway; stop before it grows huge
-        for n in shape:
+        # A product past the data's bits fails anyway: stop before it grows huge, unless a later
+        # dimension is 0 (then there are no elements, however large the others).
+        numel, most = (0 if 0 in shape else 1), data_size * 8
+        for n in shape if numel else ():
             numel *= n
             if numel > most:
                 break

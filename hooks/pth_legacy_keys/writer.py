@@ -339,9 +339,14 @@ def write_new_file(path, fill):
     beside it, which then replaces `path`. A symbolic link at `path` is replaced, never written
     through; a failure leaves whatever was at `path` as it was."""
     folder = os.path.dirname(path) or "."
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    # O_EXCL: never opens an existing file or follows a link; 0o666 lets the umask decide, as open() does.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    while True:  # a name taken (by chance, or by someone else) is never opened: try another
+        temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            # O_EXCL: never opens an existing file or follows a link; 0o666 lets the umask decide, as open() does.
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
 
     def prepare():
         with open(fd, "w", encoding="utf-8", newline="\n") as f:

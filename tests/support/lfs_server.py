@@ -27,6 +27,7 @@ tests that use these fixtures fail under CI=true and are skipped (saying why) el
 
 import base64
 import contextlib
+import glob
 import hashlib
 import hmac
 import json
@@ -82,16 +83,27 @@ def unavailable(reason):
 
 # ---------------------------------------------------------------- the servers' virtual environment
 
+SERVER_PYTHON = "3.11"  # the Python lfs_servers.txt's pins were verified on (joserfc needs >= 3.11, PyYAML 6.0.1 < 3.13)
+
+
 def server_python():
-    """A Python >= 3.10 to make the servers' venv with (giftless needs 3.10): this one, or one on PATH."""
-    if sys.version_info >= (3, 10):  # noqa: UP036 - the project's tests run on 3.9 too
+    """Python 3.11, to make the servers' venv with whatever Python runs the tests: this one,
+    one on PATH, or the one `uv python find` knows."""
+    if sys.version_info[:2] == (3, 11):
         return sys.executable
-    for name in ("python3.13", "python3.12", "python3.11", "python3.10", "python3"):
-        found = shutil.which(name)
-        if found and subprocess.run([found, "-c", "import sys; sys.exit(sys.version_info < (3, 10))"],
-                                    capture_output=True, check=False).returncode == 0:
-            return found
-    raise LfsServerUnavailable("giftless needs Python >= 3.10 and none was found on PATH")
+    candidates = [shutil.which(f"python{SERVER_PYTHON}")]
+    uv = shutil.which("uv")
+    if uv:
+        found = subprocess.run([uv, "python", "find", SERVER_PYTHON], capture_output=True, text=True, check=False)
+        candidates.append(found.stdout.strip() if found.returncode == 0 else None)
+    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{SERVER_PYTHON}.*/bin/python{SERVER_PYTHON}")))
+    for found in filter(None, candidates):
+        asked = subprocess.run([found, "-c", "import sys; print(sys.executable) if sys.version_info[:2] == (3, 11) else sys.exit(1)"],
+                               capture_output=True, text=True, check=False)
+        if asked.returncode == 0 and asked.stdout.strip():
+            return asked.stdout.strip()  # the interpreter itself, not a shim: one cache key for it
+    raise LfsServerUnavailable(f"the LFS test servers need Python {SERVER_PYTHON}, and none was found "
+                               "(on PATH, by `uv python find`, or in ~/.pyenv)")
 
 
 def cache_root():

@@ -186,14 +186,14 @@ def _derived(url):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme in ("ssh", "git+ssh", "ssh+git", "git"):
         parts = parts._replace(scheme="https", netloc=parts.hostname or "")
-    # A user name or password in the remote's URL (a CI token) is git's business, not ours.
-    parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])
     path = parts.path.rstrip("/")
     path = path if path.endswith(".git") else path + ".git"
     return urllib.parse.urlunsplit(parts._replace(path=path + "/info/lfs", query="", fragment=""))
 
 
 def _http_endpoint(url, source):
+    """`url` as an endpoint: HTTP(S), without the user name or password it may hold (a CI
+    token in a remote's URL is git's business, not ours)."""
     if origin_of(url) is None:
         raise RemoteError(f"the LFS endpoint from {source} is not an HTTP(S) URL")
     parts = urllib.parse.urlsplit(url)

@@ -25,7 +25,7 @@ one with `python fuzz/fuzz_reader.py CRASH_FILE` (atheris) or `--fallback CRASH_
 
 With PTH_FUZZ_TORCH_ROUTE=1 (torch needed, and only then imported) every input the tool
 accepts (any status but refused or error) is also loaded by torch.load through
-tests/torch_oracle.py, whose pickle module records instead of importing: a forbidden global,
+tests/support/torch_oracle.py, whose pickle module records instead of importing: a forbidden global,
 an allowed one outside its role, or a hand-over to torch.jit.load is a crash.  That checks that
 the tool's verdict follows torch's own reading of the file.
 """
@@ -66,7 +66,7 @@ REJECTED = frozenset({"refused", "error"})
 if os.environ.get("PTH_FUZZ_TORCH_ROUTE") == "1":
     # Imported only when asked for: torch is large, and the plain harness must not need it.
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-    from torch_oracle import torch_route
+    from support.torch_oracle import torch_route
 else:
     torch_route = None
 WORK_DIR = tempfile.mkdtemp(prefix="pth-fuzz-")

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from helpers import DATA, copy_of
+from support.cli_run import DATA, copy_of
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def fixture_copy(tmp_path):
 def rvc_file(tmp_path):
     """An RVC inference model as Applio saves it (parametrized weight norm), made by torch.save."""
     torch = pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load real checkpoints")
-    import rvc_model
+    from support import rvc_model
 
     path = tmp_path / "voice.pth"
     torch.save(rvc_model.rvc_inference_file(rvc_model.build(parametrized=True)), path)
@@ -40,3 +40,5 @@ def full_size_rvc_model(tmp_path_factory):
 
 # A real Git LFS server (giftless + moto's S3 on loopback) for the tests that push and read LFS objects
 from support.lfs_server import lfs_server, lfs_server_with_token, lfs_servers  # noqa: F401
+from support.repositories import action_path, hook_repository  # noqa: F401
+from support.runners import runner_homes  # noqa: F401

@@ -1,4 +1,4 @@
-"""The composite GitHub Action (action.yml), run locally by tests/action_runner.py.
+"""The composite GitHub Action (action.yml), run locally by tests/support/action_runner.py.
 
 Each test builds a model repository as actions/checkout leaves it for a pull request (the
 merge commit checked out, `origin/main` fetched), then runs the action's steps as GitHub would:
@@ -12,15 +12,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import LEGACY, PARAMETRIZED
+from support.cli_run import LEGACY, PARAMETRIZED
 
 yaml = pytest.importorskip("yaml", reason="pyyaml comes with the test extra: pip install -e '.[test]'")
-from action_runner import run_action, runner_lines  # noqa: E402 (needs yaml)
+from support.action_runner import run_action, runner_lines  # noqa: E402 (needs yaml)
 from support import LFS_POINTER, git, parse_file_command  # noqa: E402
+from support.repositories import Link, ModelRepository  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTION = ROOT / "action.yml"
@@ -51,75 +51,15 @@ def errors_about(stdout, path):
 
 
 @pytest.fixture(scope="session")
-def action_path(tmp_path_factory):
-    """The action as GitHub downloads it for `uses: OWNER/pth-legacy-keys@ref`: this checkout's files,
-    copied so that pip's build does not write into the working tree."""
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             cwd=ROOT, capture_output=True, check=False)
-    if listing.returncode != 0:
-        return ROOT
-    folder = tmp_path_factory.mktemp("action")
-    for name in filter(None, listing.stdout.decode().split("\0")):
-        if (ROOT / name).is_file():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, folder / name)
-    return folder
-
-
-@pytest.fixture(scope="session")
 def rvc_parametrized():
     """An RVC inference file as Applio saves it (torch>=2.1 parametrized weight norm), as bytes."""
     pytest.importorskip("torch", reason="torch==2.13.0 makes the RVC models and loads the results")
-    import rvc_model
+    from support import rvc_model
     import torch
 
     buffer = io.BytesIO()
     torch.save(rvc_model.rvc_inference_file(rvc_model.build(parametrized=True)), buffer)
     return buffer.getvalue()
-
-
-class Link:
-    """A symbolic link a pull request adds, where a checkpoint is expected."""
-
-    def __init__(self, target):
-        self.target = target
-
-
-class ModelRepository:
-    """main: models/old.pth (legacy) and models/already.pth (parametrized); a pull request adds files.
-
-    Checked out as actions/checkout does for pull_request with fetch-depth: 0: HEAD is the merge
-    commit of the pull request into main, detached, and origin/main exists."""
-
-    def __init__(self, path, pr_files):
-        self.path = path
-        (path / "models").mkdir(parents=True)
-        git("init", "-q", cwd=path)
-        git("symbolic-ref", "HEAD", "refs/heads/main", cwd=path)
-        shutil.copyfile(LEGACY, path / "models/old.pth")
-        shutil.copyfile(PARAMETRIZED, path / "models/already.pth")
-        git("add", "-A", cwd=path)
-        git("commit", "-q", "-m", "base", cwd=path)
-        self.base = git("rev-parse", "HEAD", cwd=path).stdout.strip()
-        git("checkout", "-q", "-b", "pr", cwd=path)
-        for name, content in pr_files.items():
-            (path / name).parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, Link):
-                os.symlink(content.target, path / name)
-            else:
-                (path / name).write_bytes(content)
-            git("add", "--", name, cwd=path)
-        git("commit", "-q", "-m", "pull request", cwd=path)
-        git("checkout", "-q", "--detach", "main", cwd=path)
-        git("merge", "-q", "--no-ff", "-m", "Merge pr into main", "pr", cwd=path)
-        git("update-ref", "refs/remotes/origin/main", "main", cwd=path)
-        self.sha = git("rev-parse", "HEAD", cwd=path).stdout.strip()
-
-    def snapshot(self):
-        return {p: p.read_bytes() for p in sorted((self.path / "models").iterdir())}
-
-    def status(self):
-        return git("status", "--porcelain", cwd=self.path).stdout
 
 
 @pytest.fixture
@@ -193,7 +133,7 @@ def test_safetensors_and_an_incompatible_vocoder_are_examined_by_default(model_r
     """Default paths take *.safetensors too; a RefineGAN model gets a warning beside its error."""
     pytest.importorskip("torch", reason="torch==2.13.0 makes the models")
     safetensors_torch = pytest.importorskip("safetensors.torch")
-    import rvc_model
+    from support import rvc_model
     import torch
 
     weights = rvc_model.rvc_inference_file(rvc_model.build(parametrized=True))
@@ -215,7 +155,7 @@ def test_safetensors_and_an_incompatible_vocoder_are_examined_by_default(model_r
 
 def test_fix_changed_only_rewrites_the_new_model_for_legacy_loaders(model_repo, run):
     torch = pytest.importorskip("torch")
-    import rvc_model
+    from support import rvc_model
 
     repo = model_repo()
     already = (repo.path / "models/already.pth").read_bytes()

@@ -4,7 +4,7 @@ import errno
 import os
 
 import pytest
-from helpers import LEGACY, LEGACY_FORMAT, PARAMETRIZED, copy_of, lines_about, run
+from support.cli_run import LEGACY, LEGACY_FORMAT, PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import torch_pickle, writer
 from pth_legacy_keys.pre16_format import PRE16
 from pth_legacy_keys.zip_format import ZIP

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import copy_of
+from support.cli_run import copy_of
 from support import git
 from pth_legacy_keys import __version__, fix, scan
 from pth_legacy_keys.cli import main

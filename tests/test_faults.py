@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import LEGACY, PARAMETRIZED, copy_of, lines_about, run
+from support.cli_run import LEGACY, PARAMETRIZED, copy_of, lines_about, run
 
 KILL_MB = int(os.environ.get("PTH_LEGACY_KEYS_KILL_MB", "30"))
 posix_only = pytest.mark.skipif(os.name != "posix", reason="signals and rlimits are POSIX")

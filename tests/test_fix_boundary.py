@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import LEGACY, PARAMETRIZED, copy_of, run
+from support.cli_run import LEGACY, PARAMETRIZED, copy_of, run
 from support import git
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")

@@ -5,7 +5,7 @@ import os
 import pickletools
 
 import pytest
-from helpers import LEGACY_FORMAT, copy_of, lines_about, run
+from support.cli_run import LEGACY_FORMAT, copy_of, lines_about, run
 from pth_legacy_keys.byte_source import BytesSource, FileSource
 from pth_legacy_keys.checkpoint import SourceRange
 from pth_legacy_keys.errors import Refused

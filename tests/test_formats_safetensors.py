@@ -6,7 +6,7 @@ import os
 import struct
 
 import pytest
-from helpers import lines_about, run
+from support.cli_run import lines_about, run
 from pth_legacy_keys import writer
 from pth_legacy_keys.byte_source import BytesSource, FileSource
 from pth_legacy_keys.checkpoint import SourceRange

@@ -8,7 +8,7 @@ import stat
 import time
 
 import pytest
-from helpers import LEGACY_FORMAT, PARAMETRIZED, copy_of, lines_about, run
+from support.cli_run import LEGACY_FORMAT, PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import writer
 from pth_legacy_keys.byte_source import BytesSource, FileSource, file_identity
 from pth_legacy_keys.checkpoint import SourceRange

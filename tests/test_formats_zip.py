@@ -8,7 +8,7 @@ import zipfile
 import zlib
 
 import pytest
-from helpers import LEGACY, PARAMETRIZED, copy_of, lines_about, run
+from support.cli_run import LEGACY, PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import zip_format
 from pth_legacy_keys.byte_source import BytesSource, FileSource, ReadAhead
 from pth_legacy_keys.checkpoint import Checkpoint, SourceRange

@@ -7,7 +7,7 @@ import os
 import struct
 
 import pytest
-from helpers import LEGACY_FORMAT
+from support.cli_run import LEGACY_FORMAT
 from pth_legacy_keys import scan, writer
 from pth_legacy_keys.byte_source import BytesSource
 from pth_legacy_keys.torch_route import read

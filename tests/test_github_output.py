@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import LEGACY, PARAMETRIZED, copy_of, run
+from support.cli_run import LEGACY, PARAMETRIZED, copy_of, run
 from pth_legacy_keys import github
 from pth_legacy_keys.cli import main
 from pth_legacy_keys.github import escape_data, escape_property, fix_command, job_summary, publish
@@ -117,7 +117,7 @@ def test_summary_shows_the_file_s_words_as_code_spans():
 def test_summary_shortens_a_megabyte_key(tmp_path):
     """A hostile key of a megabyte must not make the job summary a megabyte long."""
     from pth_legacy_keys import scan
-    from test_robustness import state_dict_of
+    from support.hand_made import state_dict_of
 
     key = "x" * 1_000_000 + ".parametrizations.weight.original"
     path = state_dict_of(tmp_path / "model.pth", [key + "0", key + "1"])
@@ -197,7 +197,7 @@ def test_quoted_name(name, line):
 def test_offending_files_name_each_file_on_exactly_one_line(tmp_path):
     """Every name reads back from its own line, and from offending-files-json; the plain ones as is."""
     pytest.importorskip("yaml", reason="action_runner needs pyyaml, which comes with the test extra")
-    from action_runner import parse_file_command
+    from support import parse_file_command
 
     names = [name for name, _ in QUOTED] + ["", '"', "\\", "ok.pth", ' "x'] + [f"models/{i}.pth" for i in range(3)]
     reports = [FileReport(name, "error") for name in names] + [FileReport("fine.pth", "ok")]
@@ -254,7 +254,7 @@ def test_the_fix_command_gives_the_shell_back_exactly_each_name(tmp_path):
 def test_long_lists_of_names_stop_whole_and_say_they_are_incomplete(tmp_path):
     """GitHub keeps at most 1 MB of a job's outputs: the lists stop at a whole name and say so."""
     pytest.importorskip("yaml", reason="action_runner needs pyyaml, which comes with the test extra")
-    from action_runner import parse_file_command
+    from support import parse_file_command
 
     names = [f"models/{i:06}-" + "x" * 200 + ".pth" for i in range(5_000)]
     reports = [FileReport(name, "error") for name in names]

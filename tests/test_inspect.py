@@ -5,11 +5,11 @@ import pickletools
 import zipfile
 
 import pytest
-from helpers import run
+from support.cli_run import run
 
 pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load real checkpoints")
 
-import rvc_model  # noqa: E402
+from support import rvc_model  # noqa: E402
 from support.torch_helpers import load, torch  # noqa: E402
 from support.zip_bytes import write_zip, zip_records  # noqa: E402
 
@@ -193,7 +193,7 @@ def test_the_hifi_gan_vocoder_field_is_no_warning(rvc_file, capsys):
 
 
 def test_mixed_key_styles_and_spectral_norm(tmp_path, capsys):
-    from test_torch_formats import spectral_discriminator
+    from support.rvc_model import spectral_discriminator
 
     state = spectral_discriminator(parametrized=True).state_dict()
     state.update({f"legacy.{k}": v for k, v in spectral_discriminator(parametrized=False).state_dict().items()})
@@ -231,7 +231,7 @@ def test_views_share_one_storage(tmp_path, capsys):
 
 
 def test_safetensors_and_legacy_format(tmp_path, capsys):
-    from helpers import LEGACY_FORMAT
+    from support.cli_run import LEGACY_FORMAT
 
     safetensors_torch = pytest.importorskip("safetensors.torch")
     path = tmp_path / "voice.safetensors"

@@ -11,7 +11,7 @@ import html.parser
 from pathlib import Path
 
 import pytest
-from helpers import PARAMETRIZED, copy_of, run
+from support.cli_run import PARAMETRIZED, copy_of, run
 from pth_legacy_keys import github
 from pth_legacy_keys.github import SUMMARY_BUDGET, code_span, job_summary
 from pth_legacy_keys.rename import Problem, Rename, shown_name
@@ -194,7 +194,7 @@ def test_a_hundred_thousand_files_stay_under_a_mebibyte_and_say_how_many_more():
 def test_a_megabyte_key_read_from_a_file_is_shortened(tmp_path):
     """The whole route: a key of a megabyte in a real checkpoint, shown in 200 characters."""
     from pth_legacy_keys import scan
-    from test_robustness import state_dict_of
+    from support.hand_made import state_dict_of
 
     key = "<a href=http://e>" + "x" * 1_000_000 + ".parametrizations.weight.original"
     path = state_dict_of(tmp_path / "model.pth", [key + "0", key + "1"])

@@ -8,7 +8,7 @@ import os
 import shutil
 
 import pytest
-from helpers import LEGACY, PARAMETRIZED, run
+from support.cli_run import LEGACY, PARAMETRIZED, run
 from pth_legacy_keys import fix, scan
 from support.git import git
 
@@ -131,7 +131,7 @@ def pull_request_clone(lfs_server, tmp_path, base_files, changed_files):
 
 def test_the_action_checks_3_of_20_lfs_models_of_a_pull_request_without_lfs_content(lfs_server, tmp_path):
     pytest.importorskip("yaml", reason="pyyaml comes with the test extra: pip install -e '.[test]'")
-    from action_runner import run_action
+    from support.action_runner import run_action
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     data = PARAMETRIZED.read_bytes()
@@ -160,7 +160,7 @@ def test_the_actions_fix_mode_works_on_a_checkout_without_lfs_content(lfs_server
     """fix mode downloads only the changed object that needs it, fixes it in the workspace, and
     leaves every other pointer a pointer."""
     pytest.importorskip("yaml", reason="pyyaml comes with the test extra: pip install -e '.[test]'")
-    from action_runner import run_action
+    from support.action_runner import run_action
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     base = {f"models/m{i}.pth": LEGACY.read_bytes() + b"\0" * i for i in range(3)}

@@ -10,7 +10,7 @@ import os
 import subprocess
 
 import pytest
-from helpers import LEGACY, PARAMETRIZED, run
+from support.cli_run import LEGACY, PARAMETRIZED, run
 from pth_legacy_keys import fix, scan
 from pth_legacy_keys.inspection import inspect_file
 from pth_legacy_keys.lfs_remote import _derived, endpoint_for, locate, pointer_fields

@@ -7,7 +7,7 @@ import struct
 import tarfile
 
 import pytest
-from helpers import LEGACY_FORMAT
+from support.cli_run import LEGACY_FORMAT
 from pth_legacy_keys import pre16_format
 from pth_legacy_keys.byte_source import BytesSource
 from pth_legacy_keys.errors import CheckpointError, NotACheckpoint, Refused

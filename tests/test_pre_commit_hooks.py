@@ -9,36 +9,19 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import LEGACY, PARAMETRIZED, copy_of, run
+from support.cli_run import LEGACY, PARAMETRIZED, copy_of, run
 from pth_legacy_keys.cli import main
 from support import LFS_POINTER, git
+from support.runners import require_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / ".pre-commit-hooks.yaml"
 HOOK_IDS = ["check-pth-legacy-keys", "fix-pth-legacy-keys"]
 PRE_COMMIT_CI_ENVIRONMENT_CAP = 250 * 2 ** 20
-
-
-def runner_command(name):
-    """How to start pre-commit or prek from this test environment, or None."""
-    if name == "pre-commit":
-        found = subprocess.run([sys.executable, "-m", "pre_commit", "--version"], capture_output=True)
-        return [sys.executable, "-m", "pre_commit"] if found.returncode == 0 else None
-    beside_python = shutil.which("prek", path=os.path.dirname(sys.executable))
-    found = beside_python or shutil.which("prek")
-    return [found] if found else None
-
-
-def require_runner(name):
-    command = runner_command(name)
-    if command is None:
-        pytest.skip(f"{name} is not installed: `pip install -e '.[test]'` installs it from PyPI")
-    return command
 
 
 def manifest():
@@ -179,31 +162,6 @@ def test_every_args_the_docs_suggest_ends_with_the_separator():
 # -- end to end: git commit with the hooks installed -----------------------------------------
 
 
-@pytest.fixture(scope="session")
-def hook_repository(tmp_path_factory):
-    """This checkout's current files, committed in a repository of their own."""
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             cwd=ROOT, capture_output=True)
-    if listing.returncode != 0:
-        pytest.skip("the hook repository is built from a git checkout of pth-legacy-keys")
-    repository = tmp_path_factory.mktemp("hook-repository")
-    for name in filter(None, listing.stdout.decode().split("\0")):
-        if (ROOT / name).is_file():
-            (repository / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repository / name)
-    git("init", "-q", cwd=repository)
-    git("add", "-A", cwd=repository)
-    git("commit", "-q", "-m", "hooks under test", cwd=repository)
-    return repository, git("rev-parse", "HEAD", cwd=repository).stdout.strip()
-
-
-@pytest.fixture(scope="session")
-def runner_homes(tmp_path_factory):
-    """Where pre-commit and prek keep their hook environments: fresh for this test session."""
-    home = tmp_path_factory.mktemp("runner-homes")
-    return {"PRE_COMMIT_HOME": str(home / "pre-commit"), "PREK_HOME": str(home / "prek")}
-
-
 def model_repository(path, hook_repository, hook_id, runner, homes):
     repository, sha = hook_repository
     path.mkdir()
@@ -224,7 +182,7 @@ def commit(path, homes, message="add model"):
 @pytest.fixture
 def torch_models():
     pytest.importorskip("torch", reason="torch==2.13.0 makes the RVC models and loads the results")
-    import rvc_model
+    from support import rvc_model
     import torch
 
     def save(path, parametrized):

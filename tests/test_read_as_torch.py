@@ -16,13 +16,15 @@ import tarfile
 import zipfile
 
 import pytest
-from helpers import LEGACY_FORMAT, PARAMETRIZED, copy_of, lines_about, run
+from support.cli_run import LEGACY_FORMAT, PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import scan
 from pth_legacy_keys.pickle_reach import COMPLETES, IMPORTS, STOPS, UNKNOWN, reach
 from pth_legacy_keys.tar_header import opens_as_tar
-from test_bad_input import (LFS_POINTER, PROTO2, assert_rejected, call, global_, hand_made_checkpoint, number,
-                            system_payload, tensor_dict, text)
-from test_bad_input import write_zip as hand_made_zip
+from support import LFS_POINTER, PROTO2, global_, number, text
+from support.cli_run import assert_rejected
+from support.hand_made import call, hand_made_checkpoint, system_payload, tensor_dict
+from support.tar_bytes import tar_bytes
+from support.zip_bytes import write_zip as hand_made_zip
 
 
 # -- CPython as the reference -------------------------------------------------------------
@@ -178,20 +180,6 @@ def test_pickle_reach_lets_plain_text_stop(data):
 
 
 # -- tar ------------------------------------------------------------------------------------------
-
-
-def tar_bytes(members, tar_format=tarfile.USTAR_FORMAT, end_blocks=True):
-    """A tar archive of (name, bytes) members; without `end_blocks`, no end-of-archive blocks."""
-    buffer = io.BytesIO()
-    archive = tarfile.open(fileobj=buffer, mode="w", format=tar_format)
-    for name, payload in members:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime = len(payload), 0
-        archive.addfile(info, io.BytesIO(payload))
-    members_end = archive.offset
-    archive.close()
-    data = buffer.getvalue()
-    return data if end_blocks else data[:members_end]
 
 
 def tarfile_opens(data):

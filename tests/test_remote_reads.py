@@ -6,7 +6,7 @@ import os
 import random
 
 import pytest
-from helpers import LEGACY, LEGACY_FORMAT, PARAMETRIZED, run
+from support.cli_run import LEGACY, LEGACY_FORMAT, PARAMETRIZED, run
 from pth_legacy_keys import fix, http_source, scan
 from pth_legacy_keys.byte_source import is_url
 from pth_legacy_keys.http_source import BLOCK, HttpSource, RemoteError

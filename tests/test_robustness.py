@@ -19,9 +19,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import PARAMETRIZED, copy_of, lines_about, run
+from support.cli_run import PARAMETRIZED, copy_of, lines_about, run
 from pth_legacy_keys import engine, inspection
-from support import global_, text, write_zip, zip_records
+from support import text, write_zip, zip_records
+from support.hand_made import get, hand_made_checkpoint, put, state_dict_of, tensor
 
 try:
     import resource
@@ -64,37 +65,6 @@ def cli(*args, timeout=120, **options):
     """The CLI in a child process; `timeout` only guards against a hang, it measures nothing."""
     return subprocess.run([sys.executable, "-m", "pth_legacy_keys", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, **options)
-
-
-# Pickle opcodes, spelled out so each file says exactly what it holds (text, global_: support.pickle_ops).
-
-def put(index):
-    return b"r" + struct.pack("<I", index)  # LONG_BINPUT
-
-
-def get(index):
-    return b"h" + bytes([index]) if index < 256 else b"j" + struct.pack("<I", index)  # BINGET, LONG_BINGET
-
-
-def tensor(numel=3):
-    """A float tensor of `numel` elements in storage data/0, as torch.save pickles it."""
-    storage = (b"(" + text("storage") + global_("torch", "FloatStorage") + text("0") + text("cpu")
-               + b"K" + bytes([numel]) + b"tQ")
-    args = (storage + b"K\x00" + b"K" + bytes([numel]) + b"\x85" + b"K\x01\x85" + b"\x89"
-            + global_("collections", "OrderedDict") + b")R")
-    return global_("torch._utils", "_rebuild_tensor_v2") + b"(" + args + b"tR"
-
-
-def checkpoint(path, pickle_bytes):
-    """A zip checkpoint around `pickle_bytes`, with one 12-byte storage data/0."""
-    return write_zip(path, [("archive/data.pkl", pickle_bytes), ("archive/byteorder", b"little"),
-                            ("archive/data/0", bytes(12)), ("archive/version", b"3\n")])
-
-
-def state_dict_of(path, keys):
-    """A checkpoint holding {key: tensor} for each of `keys`, every value the same 3-element tensor."""
-    body = b"".join(text(key) + (tensor() + put(0) if i == 0 else get(0)) + b"s" for i, key in enumerate(keys))
-    return checkpoint(path, b"\x80\x02}" + body + b".")
 
 
 # -- 1. alignments, and malformed numbers anywhere ------------------------------------------
@@ -336,7 +306,7 @@ def test_long_key_fetched_from_the_memo_many_times_costs_bounded_memory(tmp_path
     pickle_bytes = make()
     assert 900_000 < len(pickle_bytes) < 1_300_000
     for command, expected_code in runs:
-        path = checkpoint(tmp_path / f"{case}.pth", pickle_bytes)
+        path = hand_made_checkpoint(tmp_path / f"{case}.pth", pickle_bytes)
         stdout_path = tmp_path / "out.txt"
         code, peak_mib = run_measured([*command.split(), str(path)], stdout_path)
         out = stdout_path.read_text(encoding="utf-8", errors="replace")
@@ -540,8 +510,6 @@ def test_fix_refuses_a_tensor_record_that_does_not_match_its_crc(tmp_path, capsy
     """check reads only the pickle, so it says needs-fix; fix copies the tensors and finds them bad.
     (That line once raised NameError after other files had been rewritten.)"""
     import zipfile
-
-    from helpers import PARAMETRIZED, copy_of, run
 
     path = copy_of(tmp_path, PARAMETRIZED, "crc.pth")
     data = bytearray(path.read_bytes())

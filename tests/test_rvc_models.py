@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load real checkpoints")
 
-import rvc_model  # noqa: E402
+from support import rvc_model  # noqa: E402
 from pth_legacy_keys.cli import main
 from support.torch_helpers import assert_bit_equal, assert_same_tree, load, load_every_way, records, torch
 

@@ -5,13 +5,13 @@ import os
 import struct
 
 import pytest
-from helpers import run
+from support.cli_run import run
 from pth_legacy_keys.cli import main
 
 pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load real checkpoints")
 safetensors_torch = pytest.importorskip("safetensors.torch", reason="the safetensors package makes the files")
 
-import rvc_model  # noqa: E402
+from support import rvc_model  # noqa: E402
 from support.torch_helpers import assert_bit_equal, torch  # noqa: E402
 
 METADATA = {"format": "pt", "model_name": "voïce", "sr": "40000"}
@@ -107,7 +107,7 @@ def test_converting_legacy_safetensors_gives_what_the_library_saves_for_the_para
 
 
 def test_spectral_norm_in_safetensors(tmp_path):
-    from test_torch_formats import spectral_discriminator
+    from support.rvc_model import spectral_discriminator
 
     path = tmp_path / "D.safetensors"
     parametrized = spectral_discriminator(parametrized=True)

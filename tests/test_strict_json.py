@@ -16,7 +16,7 @@ import struct
 import subprocess
 
 import pytest
-from helpers import run
+from support.cli_run import run
 from pth_legacy_keys.inspection import Inspection, json_value
 from pth_legacy_keys.report import _write_document, render_inspections
 
@@ -52,7 +52,7 @@ def strictly_parsed(text):
 def non_finite_rvc_file():
     """An RVC inference model whose metadata holds NaN, Infinity and -Infinity in every place
     `inspect` reports: scalar fields, a sample rate, lists and tuples, and the config list."""
-    import rvc_model
+    from support import rvc_model
 
     checkpoint = rvc_model.rvc_inference_file(rvc_model.build(parametrized=True))
     checkpoint["config"][7] = NAN  # a config list holding NaN: not reported, but read
@@ -100,7 +100,7 @@ def test_inspect_text_still_shows_the_floats(non_finite_file, capsys):
 
 
 def test_a_training_checkpoint_with_a_nan_learning_rate(tmp_path, capsys):
-    import rvc_model
+    from support import rvc_model
 
     checkpoint, _ = rvc_model.training_checkpoint(rvc_model.build(parametrized=True))
     checkpoint.update(learning_rate=NAN, iteration=-INF)

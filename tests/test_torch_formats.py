@@ -11,9 +11,10 @@ import pytest
 
 pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load real checkpoints")
 
-import rvc_model  # noqa: E402
+from support import rvc_model  # noqa: E402
 from pth_legacy_keys import fix, scan
 from pth_legacy_keys.cli import main
+from support.rvc_model import spectral_discriminator  # noqa: E402
 from support.torch_helpers import assert_bit_equal, assert_same_tree, load, load_every_way, torch
 
 nn = torch.nn
@@ -273,15 +274,6 @@ def test_real_torchscript_archive_is_refused_as_code_carrying(tmp_path, capsys):
         out = capsys.readouterr().out
         assert f"{path}: refused: a code-carrying archive (TorchScript): torch.load would run its code" in out
     assert path.read_bytes() == before
-
-
-def spectral_discriminator(parametrized):
-    """An RVC-style discriminator block: spectral-normed convs (one transposed) beside a weight-normed one."""
-    torch.manual_seed(0)
-    layers = [nn.Conv1d(2, 4, 3, padding=1), nn.ConvTranspose1d(4, 4, 4, stride=2, padding=1), nn.Conv1d(4, 2, 3)]
-    spectral = nn.utils.parametrizations.spectral_norm if parametrized else nn.utils.spectral_norm
-    weight_norm = new_weight_norm if parametrized else nn.utils.weight_norm
-    return nn.Sequential(spectral(layers[0]), spectral(layers[1]), weight_norm(layers[2])).eval()
 
 
 def test_spectral_norm_converts_to_legacy_names_and_back(tmp_path, capsys):

@@ -15,7 +15,7 @@ One generator per way the same bytes can mean two things (FORMAT.md section 6):
   e  allowed globals outside their role in a plain checkpoint;
   f  mutations of benign torch.save files;
   g  TorchScript archives;
-plus the hostile corpus of test_bad_input.py.  Where a generator knows whether torch must find
+plus the hostile corpus of support/hostile_corpus.py.  Where a generator knows whether torch must find
 its file hostile, that is checked too: a "hostile" file torch reads harmlessly would test
 nothing, and a "benign" one the oracle flags would make the oracle useless.  The files each
 generator made are counted in the terminal summary.
@@ -42,27 +42,28 @@ torch = pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and
 pytest.importorskip("hypothesis", reason="the property tests need hypothesis")
 safetensors_torch = pytest.importorskip("safetensors.torch", reason="the safetensors generator needs safetensors")
 
-import rvc_model  # noqa: E402
-import test_bad_input as bad_input  # noqa: E402  (its hostile corpus and pickle opcode builders)
-from helpers import LEGACY, LEGACY_FORMAT, PARAMETRIZED  # noqa: E402
+from support import rvc_model  # noqa: E402
+from support import hostile_corpus  # noqa: E402
+from support.cli_run import LEGACY, LEGACY_FORMAT, PARAMETRIZED  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from pth_legacy_keys import fix, scan  # noqa: E402
 from pth_legacy_keys.cli import main  # noqa: E402
 from pth_legacy_keys.inspection import inspect_file as inspect  # noqa: E402
-from test_fuzz import mutants  # noqa: E402
-from test_read_as_torch import tar_bytes  # noqa: E402
+from support.mutants import mutants  # noqa: E402
+from support.tar_bytes import tar_bytes  # noqa: E402
 from support.torch_helpers import assert_same_tree  # noqa: E402
-from torch_oracle import PLAIN_CHECKPOINT_GLOBALS, TorchRoute, allowed_globals, pickle_module_for, torch_route  # noqa: E402
+from support.torch_oracle import PLAIN_CHECKPOINT_GLOBALS, TorchRoute, allowed_globals, pickle_module_for, torch_route  # noqa: E402
 
 from support import LFS_POINTER, PROTO2, build_zip, global_, number, text, zip_records  # noqa: E402
-from test_bad_input import call  # noqa: E402
+from support.hand_made import call, hand_made_checkpoint, system_payload  # noqa: E402
+from support.zip_bytes import write_zip  # noqa: E402
 
 # What counts as the tool accepting a file: every status but refused and error.
 ACCEPTED = frozenset({"ok", "needs-fix", "cannot-convert", "not-checked", "skipped"})
 NAMES = ("x.pth", "x.bin", "x.safetensors", "x")
 MARKER = "/nonexistent/torch-route-MARKER"  # the hostile payloads' command; never run
-HOSTILE_PICKLE = bad_input.system_payload(MARKER)  # protocol 2: posix.system('touch ...')
+HOSTILE_PICKLE = system_payload(MARKER)  # protocol 2: posix.system('touch ...')
 HOSTILE_TEXT_PICKLE = f"cposix\nsystem\n(S'touch {MARKER}'\ntR.".encode()  # protocol 0, all ASCII
 
 # PTH_FUZZ_SCALE=N (as for test_fuzz.py) runs N times the examples, randomized: a longer hunt.
@@ -283,13 +284,13 @@ def test_oracle_allows_what_a_plain_checkpoint_uses():
 def test_oracle_records_a_hostile_legacy_format_file(tmp_path):
     data = legacy_base("tiny-parametrized")
     magic_end = pickle_spans(data)[0][1]
-    route = torch_route(write(tmp_path, bad_input.system_payload(tmp_path / "MARKER") + data[magic_end:]))
+    route = torch_route(write(tmp_path, system_payload(tmp_path / "MARKER") + data[magic_end:]))
     assert route.forbidden == [("posix", "system")] and not route.jit_load, route
     assert not (tmp_path / "MARKER").exists()
 
 
 def test_oracle_records_a_hostile_data_pkl_in_a_torch_saved_zip(tmp_path):
-    data = replace_data_pkl(zip_base("tiny-parametrized"), bad_input.system_payload(tmp_path / "MARKER"))
+    data = replace_data_pkl(zip_base("tiny-parametrized"), system_payload(tmp_path / "MARKER"))
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.testzip() is None  # the CRC was rewritten: a valid zip, not a damaged one
     route = torch_route(write(tmp_path, data))
@@ -298,7 +299,7 @@ def test_oracle_records_a_hostile_data_pkl_in_a_torch_saved_zip(tmp_path):
 
 
 def test_oracle_records_a_hostile_tar_format_file(tmp_path):
-    data = tar_bytes(torch_tar_members(bad_input.system_payload(tmp_path / "MARKER")))
+    data = tar_bytes(torch_tar_members(system_payload(tmp_path / "MARKER")))
     assert tarfile.open(fileobj=io.BytesIO(data), mode="r:").getnames() == ["storages", "tensors", "pickle"]
     route = torch_route(write(tmp_path, data))
     assert route.forbidden == [("posix", "system")], route
@@ -1213,21 +1214,21 @@ def test_torchscript_archive_is_refused_not_skipped(tmp_path, capsys):
     assert open(path, "rb").read() == before
 
 
-# -- test_bad_input.py's hostile corpus ----------------------------------------------------------
+# -- support/hostile_corpus.py ----------------------------------------------------------
 
 
 def bad_input_corpus(tmp_path):
-    """(label, bytes) for every file test_bad_input.py builds, made by its own builders."""
+    """(label, bytes) for every file of the hostile corpus (support/hostile_corpus.py), made by its builders."""
     folder = tmp_path / "corpus"
     folder.mkdir()
-    for case, (build, _status, _reason) in bad_input.PAYLOADS.items():
-        yield f"PAYLOADS {case}", bad_input.hand_made_checkpoint(folder / "p.pth", build(MARKER)).read_bytes()
-    for case, (change, _reason) in bad_input.ZIP_DAMAGE.items():
+    for case, (build, _status, _reason) in hostile_corpus.PAYLOADS.items():
+        yield f"PAYLOADS {case}", hand_made_checkpoint(folder / "p.pth", build(MARKER)).read_bytes()
+    for case, (change, _reason) in hostile_corpus.ZIP_DAMAGE.items():
         yield f"ZIP_DAMAGE {case}", change(PARAMETRIZED.read_bytes())
-    for case, (change, compression, _reason) in bad_input.REZIPPED.items():
+    for case, (change, compression, _reason) in hostile_corpus.REZIPPED.items():
         yield (f"REZIPPED {case}",
-               bad_input.write_zip(folder / "r.pth", change(bad_input.fixture_records()), compression).read_bytes())
-    for case, build in bad_input.BAD_FILES.items():
+               write_zip(folder / "r.pth", change(hostile_corpus.fixture_records()), compression).read_bytes())
+    for case, build in hostile_corpus.BAD_FILES.items():
         path = build(folder)
         if os.path.exists(path):
             yield f"BAD_FILES {case}", open(path, "rb").read()

@@ -3,11 +3,11 @@
 import sys
 
 import pytest
-from helpers import run
+from support.cli_run import run
 
 pytest.importorskip("torch", reason="torch==2.13.0 is needed to make and load real checkpoints")
 
-import rvc_model  # noqa: E402
+from support import rvc_model  # noqa: E402
 from pth_legacy_keys import engine, verify, writer  # noqa: E402
 from support.torch_helpers import load, records, torch  # noqa: E402
 
@@ -132,7 +132,7 @@ def engine_cli_main(argv):
 
 
 def test_torch_never_loads_a_file_our_walk_refused(tmp_path, capsys, monkeypatch):
-    from test_bad_input import hand_made_checkpoint, system_payload
+    from support.hand_made import hand_made_checkpoint, system_payload
 
     marker = tmp_path / "MARKER"
     path = hand_made_checkpoint(tmp_path / "evil.pth", system_payload(marker))

@@ -15,7 +15,7 @@ import sys
 import zipfile
 
 import pytest
-from helpers import DATA, LEGACY, LEGACY_FORMAT, PARAMETRIZED
+from support.cli_run import DATA, LEGACY, LEGACY_FORMAT, PARAMETRIZED
 from pth_legacy_keys import pickle_walk, scan
 from pth_legacy_keys.errors import CheckpointError, Refused
 from pth_legacy_keys.pickle_walk import Dict, Storage, Tensor, Text, Truncated, walk

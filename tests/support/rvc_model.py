@@ -207,3 +207,12 @@ def legacy_name(key):
 def legacy_names(state_dict):
     return OrderedDict((legacy_name(k) if k in parametrized_keys(state_dict) else k, v)
                        for k, v in state_dict.items())
+
+
+def spectral_discriminator(parametrized):
+    """An RVC-style discriminator block: spectral-normed convs (one transposed) beside a weight-normed one."""
+    torch.manual_seed(0)
+    layers = [nn.Conv1d(2, 4, 3, padding=1), nn.ConvTranspose1d(4, 4, 4, stride=2, padding=1), nn.Conv1d(4, 2, 3)]
+    spectral = nn.utils.parametrizations.spectral_norm if parametrized else nn.utils.spectral_norm
+    weight_norm = nn.utils.parametrizations.weight_norm if parametrized else nn.utils.weight_norm
+    return nn.Sequential(spectral(layers[0]), spectral(layers[1]), weight_norm(layers[2])).eval()

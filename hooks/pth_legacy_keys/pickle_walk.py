@@ -195,7 +195,13 @@ def walk(data, start=0, persistent_id=None):
     # first MAX_STACK bytes: only the opcodes after them need that check (a smaller pickle has none).
     try:
         unchecked_until = start + MAX_STACK
-        while pos < unchecked_until:
+        # `while True` with the test inside, not `while pos < unchecked_until`: CPython 3.11
+        # specializes a function's bytecode after 8 unconditional backward jumps (or 8 calls), and
+        # a `while <test>` loop ends in a conditional one. Walked once per file, this loop would run
+        # unspecialized for the first 8 files of a run (about 0.25 ms more each).
+        while True:
+            if pos >= unchecked_until:
+                break
             pos = dispatch[data[pos]](data, pos + 1, stack, state)
         while True:
             pos = dispatch[data[pos]](data, pos + 1, stack, state)

@@ -429,14 +429,28 @@ class _Rule(namedtuple("_Rule", "family to sources targets checks unless shapes_
         return PARAMETRIZED if self.to == LEGACY else LEGACY
 
 
-# A module one rule applies to, as found in one state dict: its _Rule; module, "P.N", the
-# parametrized tensor ("dec.ups.0.weight"); base, "P.parametrizations.N."; sources, the parts of
-# its keys present (rule.sources, and others) -> key Text, in key order; targets, the names its
-# rule.sources keys would get, in the same order.
-_Module = namedtuple("_Module", "rule module base sources targets")
-# What a rule decided about one module: its family and module; pairs, (key Text, new name), empty
-# when there is a reason; reason, a str or None.
-_Found = namedtuple("_Found", "family module pairs reason")
+# _Module and _Found are read field by field hundreds of times a file: classes with __slots__,
+# whose attribute reads Python 3.11 specializes, where it does not for a namedtuple's fields.
+class _Module:
+    """A module one rule applies to, as found in one state dict: its _Rule; module, "P.N", the
+    parametrized tensor ("dec.ups.0.weight"); base, "P.parametrizations.N."; sources, the parts of
+    its keys present (rule.sources, and others) -> key Text, in key order; targets, the names its
+    rule.sources keys would get, in the same order."""
+
+    __slots__ = ("rule", "module", "base", "sources", "targets")
+
+    def __init__(self, rule, module, base, sources, targets):
+        self.rule, self.module, self.base, self.sources, self.targets = rule, module, base, sources, targets
+
+
+class _Found:
+    """What a rule decided about one module: its family and module; pairs, (key Text, new name),
+    empty when there is a reason; reason, a str or None."""
+
+    __slots__ = ("family", "module", "pairs", "reason")
+
+    def __init__(self, family, module, pairs, reason):
+        self.family, self.module, self.pairs, self.reason = family, module, pairs, reason
 
 
 def _stem(m, form):

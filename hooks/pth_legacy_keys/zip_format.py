@@ -274,17 +274,18 @@ def _check_records(records, end_of_records):
         raise CheckpointError("not a PyTorch checkpoint: a zip archive without data.pkl")
     if prefix + "version" not in by_name and prefix + ".data/version" not in by_name:
         raise Refused("the archive has no version record")
-    for record in records:
-        if not KNOWN_RECORD.fullmatch(record.name[len(prefix):]):
-            raise Refused(f"the archive holds an unexpected record '{record.name}'")
-        if record.method != 0:
-            raise Refused(f"record '{record.name}' is compressed (method {record.method}); "
-                          "torch.save stores every record")
-        if record.flags & ~TORCH_FLAGS:
-            raise Refused(f"record '{record.name}' has flag bits 0x{record.flags & ~TORCH_FLAGS:04x} set "
+    # Unpacked, not record.name ...: Python 3.11 does not specialize a namedtuple's field
+    # lookups, and this loop runs for every one of a model's hundreds of records.
+    for name, _, size, _, flags, method, compressed_size, _ in records:
+        if not KNOWN_RECORD.fullmatch(name[len(prefix):]):
+            raise Refused(f"the archive holds an unexpected record '{name}'")
+        if method != 0:
+            raise Refused(f"record '{name}' is compressed (method {method}); torch.save stores every record")
+        if flags & ~TORCH_FLAGS:
+            raise Refused(f"record '{name}' has flag bits 0x{flags & ~TORCH_FLAGS:04x} set "
                           "(encrypted or patched data)")
-        if record.compressed_size != record.size:
-            raise CheckpointError(f"record '{record.name}' has two different sizes")
+        if compressed_size != size:
+            raise CheckpointError(f"record '{name}' has two different sizes")
     _check_layout(records, end_of_records)
     return prefix, by_name
 
@@ -321,10 +322,10 @@ def _check_layout(records, end_of_records):
         raise Refused("the archive's records are not in the order of its central directory")
     if records[0].header_offset != 0:
         raise Refused(f"{records[0].header_offset} bytes precede the archive's first record")
-    for record, next_start in zip(records, [r.header_offset for r in records[1:]] + [end_of_records]):
-        minimum_end = record.header_offset + LOCAL_HEADER.size + len(record.name.encode()) + record.size
-        if minimum_end > next_start:
-            raise Refused(f"record '{record.name}' overlaps what follows it")
+    for (name, header_offset, size, *_), next_start in zip(records, [r.header_offset for r in records[1:]]
+                                                                 + [end_of_records]):
+        if header_offset + LOCAL_HEADER.size + len(name.encode()) + size > next_start:
+            raise Refused(f"record '{name}' overlaps what follows it")
 
 
 def _next_start(records, at, end_of_records):

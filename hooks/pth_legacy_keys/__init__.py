@@ -1,6 +1,6 @@
 """Check and fix PyTorch checkpoints' weight-norm keys without torch and without unpickling."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .engine import fix, scan  # noqa: E402
 from .report import FileReport  # noqa: E402

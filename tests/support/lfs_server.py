@@ -27,7 +27,6 @@ tests that use these fixtures fail under CI=true and are skipped (saying why) el
 
 import base64
 import contextlib
-import glob
 import hashlib
 import hmac
 import json
@@ -48,6 +47,7 @@ from pathlib import Path
 import pytest
 
 from support.git import git
+from support.interpreters import find_python
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "lfs_servers.txt"
@@ -91,19 +91,11 @@ def server_python():
     one on PATH, or the one `uv python find` knows."""
     if sys.version_info[:2] == (3, 11):
         return sys.executable
-    candidates = [shutil.which(f"python{SERVER_PYTHON}")]
-    uv = shutil.which("uv")
-    if uv:
-        found = subprocess.run([uv, "python", "find", SERVER_PYTHON], capture_output=True, text=True, check=False)
-        candidates.append(found.stdout.strip() if found.returncode == 0 else None)
-    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{SERVER_PYTHON}.*/bin/python{SERVER_PYTHON}")))
-    for found in filter(None, candidates):
-        asked = subprocess.run([found, "-c", "import sys; print(sys.executable) if sys.version_info[:2] == (3, 11) else sys.exit(1)"],
-                               capture_output=True, text=True, check=False)
-        if asked.returncode == 0 and asked.stdout.strip():
-            return asked.stdout.strip()  # the interpreter itself, not a shim: one cache key for it
-    raise LfsServerUnavailable(f"the LFS test servers need Python {SERVER_PYTHON}, and none was found "
-                               "(on PATH, by `uv python find`, or in ~/.pyenv)")
+    found = find_python(SERVER_PYTHON)  # its real path, not a shim's: one cache key for it
+    if found is None:
+        raise LfsServerUnavailable(f"the LFS test servers need Python {SERVER_PYTHON}, and none was found "
+                                   "(on PATH, by `uv python find`, or by pyenv)")
+    return found
 
 
 def cache_root():

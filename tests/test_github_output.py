@@ -37,7 +37,7 @@ def test_annotations_summary_and_outputs_for_a_check(tmp_path, github_files, cap
     assert out.splitlines() == [
         ("::error file=models/new.pth,title=parametrized weight-norm keys::4 parametrized weight-norm keys in "
          "2 modules (e.g. 0.parametrizations.weight.original0); older loaders ignore these keys without an "
-         "error. Fix: pth-legacy-keys fix -- models/new.pth"),
+         "error. Fix: pth-legacy-keys fix -- models/new.pth (or the fix-pth-legacy-keys pre-commit hook)"),
         "checked 2 files: 1 ok, 1 needs-fix",
     ]
     text = summary.read_text()
@@ -240,13 +240,16 @@ SHELL_NAMES = ["models/voice.pth", "a b.pth", "it's.pth", "--report=x.pth", "-q.
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_the_fix_command_gives_the_shell_back_exactly_each_name(tmp_path):
-    """The command a summary or annotation suggests: run by bash, its words are the very names."""
+    """The command a summary or annotation suggests: run by bash, its words are the very names
+    (each made a pattern of that name alone where it holds `[`, `*` or `?`: test_fix_hints runs that)."""
+    from pth_legacy_keys.commands import literal_path
+
     command = fix_command("legacy", SHELL_NAMES)
     assert command.startswith("pth-legacy-keys fix -- ")
     script = command.replace("pth-legacy-keys fix -- ", "printf '%s\\0' ", 1)
     result = subprocess.run(["bash", "-c", script], capture_output=True, cwd=tmp_path, check=False)
     assert result.returncode == 0
-    assert result.stdout.split(b"\0")[:-1] == [os.fsencode(name) for name in SHELL_NAMES]
+    assert result.stdout.split(b"\0")[:-1] == [os.fsencode(literal_path(name)) for name in SHELL_NAMES]
     assert os.listdir(tmp_path) == []  # nothing in a name was run
     assert "\n" not in command and "\x1b" not in command
 

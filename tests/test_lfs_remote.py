@@ -170,9 +170,17 @@ def test_the_command_line_says_what_reading_cost(lfs, repository, capsys):
     code, out = run(capsys, "check", "-v", "--lfs-pointers", "remote", path)
     assert code == 1 and out.startswith(f"{path}: 4 parametrized weight-norm keys")
     assert "read remotely: 1 request, 3,537 bytes" in out
-    code, out = run(capsys, "inspect", "--lfs-pointers", "remote", path)
+    # The fix it names reads the object too (a plain `fix` would find only the pointer), and works.
+    hint = out.splitlines()[-1]
+    assert hint == f"to fix them: pth-legacy-keys fix --lfs-pointers remote -- {path}"
+    code, fixed = run(capsys, *hint.removeprefix("to fix them: pth-legacy-keys ").split(" "))
+    assert code == 0 and "fixed" in fixed
+    code, out = run(capsys, "check", "--lfs-pointers", "remote", path)
+    assert code == 0  # the fixed object is in the work tree now, where the pointer was
+    copy_of_pointer = add_pointer(lfs, repository, "b.pth", PARAMETRIZED)
+    code, out = run(capsys, "inspect", "--lfs-pointers", "remote", copy_of_pointer)
     assert code == 0 and "weight-norm" in out and "remote     1 request" in out
-    assert inspect_file(path, lfs_pointers="remote").status == "ok"
+    assert inspect_file(copy_of_pointer, lfs_pointers="remote").status == "needs-fix"  # check's word for PARAMETRIZED
 
 
 def test_without_remote_a_pointer_is_still_not_checked_and_nothing_is_asked(lfs, repository, capsys):

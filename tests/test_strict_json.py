@@ -74,6 +74,11 @@ EXPECTED_METADATA = {
 }
 
 
+def fields(found):
+    """An inspect entry's metadata fields, whichever group (rvc, applio ...) each is under."""
+    return {name: value for group in found["metadata"].values() for name, value in group.items()}
+
+
 @pytest.fixture(params=["zip", "legacy"])
 def non_finite_file(request, tmp_path):
     path = tmp_path / "voice.pth"
@@ -85,11 +90,12 @@ def test_inspect_json_spells_non_finite_metadata_as_strings(non_finite_file, cap
     code, out = run(capsys, "inspect", "--output", "json", non_finite_file)
     document = strictly_parsed(out)
     [found] = document["files"]
-    assert code == 0 and found["status"] == "ok" and found["kind"] == "RVC inference model"
+    assert code == 0 and found["status"] == "needs-fix" and found["kind"] == "RVC inference model"
+    metadata = fields(found)
     for name, value in EXPECTED_METADATA.items():
-        assert found["metadata"][name] == value, name
-    assert math.copysign(1, found["metadata"]["speakers_id"][-1]) == -1  # -0.0 is JSON: kept as it is
-    assert found["metadata"]["version"] == "v2" and found["metadata"]["model_name"] == "voice"
+        assert metadata[name] == value, name
+    assert math.copysign(1, metadata["speakers_id"][-1]) == -1  # -0.0 is JSON: kept as it is
+    assert metadata["version"] == "v2" and metadata["model_name"] == "voice"
 
 
 def test_inspect_text_still_shows_the_floats(non_finite_file, capsys):
@@ -108,8 +114,8 @@ def test_a_training_checkpoint_with_a_nan_learning_rate(tmp_path, capsys):
     torch.save(checkpoint, path)
     code, out = run(capsys, "inspect", "--output", "json", path)
     [found] = strictly_parsed(out)["files"]
-    assert code == 0 and found["kind"] == "training checkpoint"
-    assert found["metadata"] == {"iteration": "-Infinity", "learning_rate": "NaN", "optimizer": "AdamW"}
+    assert code == 0 and found["kind"] == "RVC training checkpoint"
+    assert found["metadata"] == {"training": {"iteration": "-Infinity", "learning_rate": "NaN", "optimizer": "AdamW"}}
 
 
 def test_check_fix_and_report_documents_are_strict_json(non_finite_file, tmp_path, capsys):
@@ -125,7 +131,7 @@ def test_check_fix_and_report_documents_are_strict_json(non_finite_file, tmp_pat
     code, out = run(capsys, "inspect", "--output", "json", non_finite_file)
     [found] = strictly_parsed(out)["files"]
     assert found["keys"]["style"] == "legacy"
-    assert {name: found["metadata"][name] for name in EXPECTED_METADATA} == EXPECTED_METADATA
+    assert {name: fields(found)[name] for name in EXPECTED_METADATA} == EXPECTED_METADATA
 
 
 @pytest.mark.parametrize("value", [NAN, INF, -INF, NEGATIVE_NAN, [1.0, NAN], {"a": (INF,)}],

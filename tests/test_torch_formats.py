@@ -293,7 +293,7 @@ def test_spectral_norm_converts_to_legacy_names_and_back(tmp_path, capsys):
     with torch.no_grad():
         assert_bit_equal(legacy(x), parametrized(x))
 
-    report = fix(path, to="parametrized")
+    report = fix(path, to="parametrized", families=("weight-norm", "spectral-norm"))  # asked for: see test_direction_defaults
     assert report.status == "fixed" and report.families == {"weight-norm": 1, "spectral-norm": 2}
     assert path.read_bytes() == original_bytes
 
@@ -302,7 +302,7 @@ def test_a_legacy_spectral_norm_model_converts_to_parametrized(tmp_path):
     legacy = spectral_discriminator(parametrized=False)
     path = tmp_path / "D_1.pth"
     torch.save(legacy.state_dict(), path)
-    assert fix(path, to="parametrized").status == "fixed"
+    assert fix(path, to="parametrized", families=("weight-norm", "spectral-norm")).status == "fixed"
     parametrized = spectral_discriminator(parametrized=True)
     result = parametrized.load_state_dict(load(path), strict=True)
     assert result.missing_keys == [] and result.unexpected_keys == []

@@ -117,7 +117,7 @@ def test_verify_without_torch_says_how_to_get_it_and_changes_nothing(rvc_file, c
     captured = capsys.readouterr()
     assert code == 2
     assert captured.err.startswith("pth-legacy-keys: --verify needs torch")
-    assert "pip install 'pth-legacy-keys[verify]'" in captured.err
+    assert "pip install torch safetensors --extra-index-url https://download.pytorch.org/whl/cpu" in captured.err
     assert rvc_file.read_bytes() == before
     # The Python API says the same, per file.
     report = engine.fix(rvc_file, verify=True)

@@ -8,22 +8,26 @@ from functools import partial
 
 from . import __version__
 from .byte_source import is_url
-from .discover import DiscoveryError, collect, read_path_list
+from .discover import DiscoveryError, Selection, collect, read_path_list
 from .engine import LFS_POINTER_CHOICES, fix, scan
 from .rename import DIRECTIONS, FAMILIES, LEGACY
-from .report import console_line, summary, text_lines, write_inspections, write_json
-from .status import exit_code
+from .report import console_line, printable, summary, text_lines, write_inspections, write_json
+from .status import Status, exit_code
+from .verify import INSTALL_HINT
 
 DESCRIPTION = """\
 Keep PyTorch checkpoints loadable by software that expects legacy weight-norm keys
 (X.weight_g / X.weight_v) rather than torch>=2.1's parametrized ones
-(X.parametrizations.weight.original0 / original1). Never unpickles; never needs torch.
+(X.parametrizations.weight.original0 / original1), and likewise for spectral norm.
+Never unpickles; needs no torch (only fix --verify loads files with torch).
 """
 EPILOG = """\
-exit codes: 0 every file is in the target format (after fixing, for fix);
-            1 check found keys to rename, or fix met a module it cannot convert;
+exit codes: 0 every file is in the target format (after fixing, for fix); files that
+              are not checkpoints are skipped;
+            1 check found keys to rename, or a module cannot be converted;
             2 a file could not be read, is not a checkpoint, is a Git LFS pointer
-              (unless --lfs-pointers skip) or was refused; the output could not be written.
+              (unless --lfs-pointers skip) or was refused; a named folder or glob matched
+              no checkpoint; a usage error; the output could not be written.
 """
 
 
@@ -45,6 +49,26 @@ class _WrappingHelpFormatter(_Sized, argparse.HelpFormatter):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors are console lines: the message quotes the user's argument, which
+    a workflow may take from a pull request (`--only='##[error]x'`), and a CI log reads `##[`
+    anywhere in a line as a command."""
+
+    def error(self, message):
+        super().error(console_line(message))
+
+
+class _CommandParser(_Parser):
+    """A subcommand's parser that stops at an argument it does not know, with its own usage: the
+    top-level parser would report it under `pth-legacy-keys {check,fix,inspect} ...`."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return namespace, unknown
+
+
 def _terminal_columns():
     """What shutil.get_terminal_size() gives argparse: $COLUMNS, the terminal's width, or 80."""
     try:
@@ -60,12 +84,13 @@ def _terminal_columns():
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pth-legacy-keys", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{check,fix,inspect}", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="{check,fix,inspect}", required=True,
+                                     parser_class=_CommandParser)
     for name, help_text in (
         ("check", "report checkpoints whose keys are not in the target format (changes nothing)"),
         ("fix", "rename the keys in place; files with nothing to rename are not written"),
@@ -81,8 +106,11 @@ def build_parser():
                              help="only the files changed between REV and HEAD (as git diff REV...HEAD)")
         command.add_argument("--to", choices=DIRECTIONS, default=LEGACY,
                              help="the key names to keep (default: %(default)s)")
-        command.add_argument("--only", choices=FAMILIES, metavar="{weight-norm,spectral-norm}",
-                             help="convert only this parametrization (default: both)")
+        command.add_argument("--only", type=_families, metavar="FAMILY[,FAMILY]",
+                             help="the parametrizations to convert: weight-norm, spectral-norm, or both "
+                                  "(comma-separated); default: both with --to legacy, weight-norm with "
+                                  "--to parametrized (nothing reads legacy spectral-norm names into a "
+                                  "parametrized module, and libraries keep them)")
         command.add_argument("--output", choices=("text", "json", "github"), default="text",
                              help="text lines; one JSON document; or GitHub Actions annotations, job "
                                   "summary and step outputs (default: %(default)s)")
@@ -102,18 +130,20 @@ def build_parser():
             command.add_argument("--verify", action="store_true",
                                  help="before replacing a file, load the original and the rewrite with torch "
                                       "(weights_only) and require every tensor bit-equal under the renames; "
-                                      "needs torch: pip install 'pth-legacy-keys[verify]'")
+                                      f"needs torch: {INSTALL_HINT}")
         volume = command.add_mutually_exclusive_group()
         volume.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
                             help="only the files that need attention, no summary")
         volume.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
                             help="every file, every rename and the reason a file was skipped")
     inspect = commands.add_parser(
-        "inspect", help="describe checkpoints and say whether legacy RVC software will load them",
+        "inspect", help="describe checkpoints and say whether legacy torch code (and, for RVC files, legacy "
+                        "RVC software) will load them",
         formatter_class=_WrappingHelpFormatter,
-        description="Describe each checkpoint (container, pickle, tensors, key style, RVC and Applio "
-                    "metadata) and say whether legacy RVC loaders will load it, and why. Changes nothing; "
-                    "exit 2 when a file cannot be read, is a Git LFS pointer or was refused, 0 otherwise.")
+        description="Describe each checkpoint (container, pickle, tensors, key style, kind, metadata by the tool "
+                    "that wrote it), give it check's status word, and say whether legacy torch code will load "
+                    "it (and, for RVC and Applio files, legacy RVC loaders), and why. Changes nothing; exit 2 "
+                    "when a file cannot be read, is a Git LFS pointer or was refused, 0 otherwise.")
     inspect.add_argument("paths", nargs="*", metavar="PATH", help="as for check")
     inspect.add_argument("--files-from", metavar="FILE", help="as for check")
     inspect.add_argument("--output", choices=("text", "json"), default="text",
@@ -125,6 +155,16 @@ def build_parser():
 
 PARALLEL_FROM = 8  # files: below this, starting worker processes costs more than it saves
 REMOTE_THREADS = 16  # files read over the network at once
+
+
+def _families(text):
+    """`--only`'s comma-separated parametrizations, in FAMILIES' order."""
+    named = [name.strip() for name in text.split(",")]
+    unknown = [name for name in named if name not in FAMILIES]
+    if unknown or not named:
+        raise argparse.ArgumentTypeError(f"{unknown[0] if unknown else text!r} is not one of "
+                                         f"{', '.join(FAMILIES)} (comma-separated)")
+    return tuple(family for family in FAMILIES if family in named)
 
 
 def _positive_int(text):
@@ -221,7 +261,7 @@ def _main(argv):
         return 2
     _write_errors_instead_of_the_file_size_signal()
     try:
-        files = _files(args)
+        selection = _files(args)
     except DiscoveryError as exc:
         _complain(exc)
         if args.output == "github":
@@ -229,6 +269,7 @@ def _main(argv):
 
             print(discovery_failed(str(exc)))
         return 2
+    files = selection.files
     lfs_objects = None
     if args.lfs_pointers == "remote":
         from .lfs_remote import locate  # one Batch API request for up to 100 pointers
@@ -237,15 +278,15 @@ def _main(argv):
     remote = bool(lfs_objects) or any(map(is_url, files))
     if args.command == "inspect":
         return _inspect(files, args.output, args.lfs_pointers, lfs_objects, remote)
-    options = {"to": args.to, "lfs_pointers": args.lfs_pointers, "families": (args.only,) if args.only else FAMILIES,
+    options = {"to": args.to, "lfs_pointers": args.lfs_pointers, "families": args.only,
                "lfs_objects": lfs_objects}
     if args.command == "fix":
         options["verify"] = args.verify
     examine = partial(scan if args.command == "check" else fix, **options)
     reports = examine_all(examine, files, args.jobs, remote)
     if args.output == "text" and not args.report:
-        return _print_text(args.command, reports, args.verbosity)
-    return _print_all(args, list(reports))  # the JSON document and GitHub's summary need them all at once
+        return _print_text(args, reports, selection)
+    return _print_all(args, list(reports), selection)  # the JSON document and GitHub's summary need them all at once
 
 
 def _usage_problem(parser, args, argv):
@@ -283,16 +324,16 @@ def _files(args):
     """The files to examine, from the paths, the path list and the repository."""
     paths = list(args.paths) + (read_path_list(args.files_from) if args.files_from else [])
     if args.files_from and not paths:
-        return []  # an empty list means nothing to examine, not "the whole repository"
+        return Selection([], 0, [])  # an empty list means nothing to examine, not "the whole repository"
     return collect(paths, changed_since=getattr(args, "changed_since", None), literal=getattr(args, "hook", False))
 
 
-def _print_all(args, reports):
+def _print_all(args, reports, selection):
     """The JSON document or GitHub's output (and the report file); what could not be written is
     said after the results, since fix may already have rewritten files."""
     unwritten = [_write_report(args, reports)] if args.report else []
     if args.output == "text":
-        code = _print_text(args.command, reports, args.verbosity)
+        code = _print_text(args, reports, selection)
     elif args.output == "json":
         write_json(sys.stdout, args.command, args.to, reports, __version__)
         print()
@@ -300,7 +341,8 @@ def _print_all(args, reports):
     else:
         from .github import publish
 
-        log, problems = publish(args.command, args.to, reports, args.report)
+        log, problems = publish(args.command, args.to, reports, args.report, families=args.only,
+                                lfs_pointers=args.lfs_pointers, notes=selection.notes())
         print(log)
         unwritten += problems
         code = exit_code([report.status for report in reports])
@@ -366,17 +408,49 @@ def _inspect(files, output, lfs_pointers, lfs_objects, remote):
     return max((inspection.exit_code for inspection in inspections), default=0)
 
 
-def _print_text(command, reports, verbosity):
-    """Print each file's lines as soon as it is examined, keeping only its status: memory stays
-    flat however many files there are."""
-    statuses = []
+def _print_text(args, reports, selection):
+    """Print each file's lines as soon as it is examined, keeping only its status (and the names
+    of files to fix): memory stays flat however many files there are. A failing check ends with
+    the command that fixes it."""
+    if args.verbosity > 0:
+        for folder, reason in selection.left_out:
+            print(console_line(printable(f"{folder}: left out: {reason} (name it to examine it)")))
+    statuses, to_fix, objects_to_fix = [], [], False
     for report in reports:
-        for line in text_lines(report, verbosity):
+        for line in text_lines(report, args.verbosity):
             print(console_line(line))
         statuses.append(report.status)
-    if verbosity >= 0:
-        print(summary(command, statuses))
+        if report.status == Status.NEEDS_FIX:
+            to_fix.append(report.path)
+            objects_to_fix = objects_to_fix or report.read_from_lfs
+    lfs_pointers = args.lfs_pointers if objects_to_fix else "error"  # what the fix needs, not what the check took
+    if args.verbosity >= 0:
+        print(summary(args.command, statuses))
+    if args.verbosity >= 0:
+        for note in selection.notes():
+            print(note)
+    if to_fix:
+        from .commands import fix_hint
+
+        for line in fix_hint(to_fix, args.to, args.only, lfs_pointers, args.hook, _selection_arguments(args)):
+            print(console_line(line))
     return exit_code(statuses)
+
+
+def _selection_arguments(args):
+    """(options, paths): how the user chose the files, for a command that chooses them again;
+    None when that cannot be repeated (a list read from standard input or another stream). The
+    revision is the commit it named: `HEAD~1` would name another after the next commit."""
+    options = []
+    if args.files_from is not None:
+        if args.files_from == "-" or not os.path.isfile(args.files_from):
+            return None
+        options.append(f"--files-from={args.files_from}")  # one word: a name like `-l.txt` stays a value
+    if args.changed_since is not None:
+        from .discover import commit_of
+
+        options.append(f"--changed-since={commit_of(args.changed_since)}")
+    return options, list(args.paths)
 
 
 if __name__ == "__main__":

@@ -2,52 +2,118 @@
 
 import os
 import re
+from collections import namedtuple
 
 from .byte_source import is_url
 from .patterns import expand, is_pattern
+from .report import printable
 from .symlinks import inside_repository
-from .walk import entries
+from .walk import entries, in_git_work_tree, tool_folder
 
 # DOTALL: a name with a newline in it is still a checkpoint name, and must not slip through.
 CHECKPOINT_NAME = re.compile(r"(?is).*\.(pth|pt|ckpt|safetensors)")
+CHECKPOINT_NAMES = "*.pth, *.pt, *.ckpt, *.safetensors"
+# git pathspecs for the untracked checkpoints a bare check leaves out (git filters, not us).
+UNTRACKED_PATHSPECS = [f":(glob,icase)**/*.{ext}" for ext in ("pth", "pt", "ckpt", "safetensors")]
+
+class Selection(namedtuple("Selection", "files untracked left_out unchecked_submodules", defaults=(0, (), 0))):
+    """What to examine, and what the user should hear about what was not: `untracked`, how many
+    checkpoints a bare check in git left out because git does not track them; `left_out`, the
+    (folder, reason) pairs a walk passed by (a virtual environment, a cache); and
+    `unchecked_submodules`, how many submodules a bare check could not look into."""
+
+    __slots__ = ()
+
+    def notes(self):
+        """What a bare check left out, and how to include it: a line each."""
+        lines = []
+        if self.untracked:
+            them = "them" if self.untracked != 1 else "it"
+            lines.append(f"left out {_count(self.untracked, 'checkpoint')} that git does not track "
+                         f"(git ls-files --others lists {them}): name {them} to check {them}, or git add {them}")
+        if self.unchecked_submodules:
+            lines.append(f"left out {_count(self.unchecked_submodules, 'submodule')} that {'is' if self.unchecked_submodules == 1 else 'are'} not "
+                         "checked out: git submodule update --init --recursive checks them out")
+        return lines
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 class DiscoveryError(Exception):
-    """The files to examine could not be worked out (a bad git revision, an unreadable list)."""
+    """The files to examine could not be worked out (a bad git revision, an unreadable list, a
+    folder or pattern that matched no checkpoint)."""
 
 
 def collect(paths, changed_since=None, literal=False):
-    """Expand `paths` into the files to examine, in a stable order.
+    """Expand `paths` into a Selection of the files to examine, in a stable order.
 
     An explicit file is examined whatever its name; a folder is walked for checkpoint
-    names; a path with a glob character is a pattern (patterns.py: `**` crosses folders,
+    names (a folder named like a checkpoint is walked only when written with a trailing
+    separator, `models.pth/`: without one it is taken for the file it looks like, and fails);
+    a path with a glob character is a pattern (patterns.py: `**` crosses folders,
     hidden names match, links are not entered), for shells and workflow inputs that do not
     expand it, even if a file has that very name (a pull request could add one to hide the
     others); with `literal` (a hook: git named the files) every path is a file's name. No paths
     means the tracked checkpoints of the current git repository and its checked-out
     submodules, or the current folder walked when it is not in one. With `changed_since`,
-    only the files changed between that revision and HEAD remain. A path or pattern that
-    names nothing stays, to be reported missing: a typo must fail, not pass.
+    only the files changed between that revision and HEAD remain. A path that names nothing
+    stays, to be reported missing, and a folder or pattern that matches no checkpoint raises
+    DiscoveryError: a typo must fail, not pass.
     """
+    left_out, untracked, unchecked = [], 0, 0
+
+    def walk(folder):
+        return _walk(folder, left_out)
+
     if not paths:
         tracked = _git_tracked_checkpoints()
-        files = tracked if tracked is not None else _walk(".")
+        files = tracked if tracked is not None else walk(".")
+        untracked = _git_untracked_checkpoints() if tracked is not None else 0
+        unchecked = _git_unchecked_submodules() if tracked is not None else 0
     else:
-        files = []
+        files, unmatched, passed_by = [], [], []
         for path in paths:
+            if not path:
+                raise DiscoveryError("an empty PATH names no file (a variable left unset?)")
+            left_before = len(left_out)
             if "\0" in path or is_url(path):
-                files.append(path)  # a URL is one file (its ? is no glob); a NUL: no file has that name
+                found = [path]  # a URL is one file (its ? is no glob); a NUL: no file has that name
             elif is_pattern(path) and not literal:
-                files.extend(expand(path, _walk, inside_repository) or [path])
-            elif os.path.isdir(path) and not literal:
-                files.extend(_walk(path))
+                # a pattern that matches nothing may still be a file's very name
+                found = expand(path, walk, inside_repository) or ([path] if os.path.lexists(path) else [])
+            elif os.path.isdir(path) and not literal and _walks(path):
+                found = walk(path)
             else:
-                files.append(path)
+                found = [path]
+            files.extend(found)
+            if not found:
+                unmatched.append(path)
+                passed_by += left_out[left_before:]
+        if unmatched:
+            raise DiscoveryError(f"{', '.join(map(printable, unmatched))}: matched no checkpoint "
+                                 f"(a folder is walked for {CHECKPOINT_NAMES}, any case)" + _passed_by(passed_by))
     if changed_since is not None:
         changed = _git_changed_files(changed_since)
         files = [path for path in files if not os.path.lexists(path) or _is_changed(os.path.relpath(path), changed)
                  or (os.path.islink(path) and _is_changed(os.path.relpath(os.path.realpath(path)), changed))]
-    return list(dict.fromkeys(files))
+    return Selection(list(dict.fromkeys(files)), untracked, left_out, unchecked)
+
+
+def _passed_by(left_out):
+    """What the error adds when the walk left folders out: the user may have meant one of them."""
+    if not left_out:
+        return ""
+    folder, reason = left_out[0]
+    more = f" and {len(left_out) - 1} more" if len(left_out) > 1 else ""
+    return f"; left out {printable(folder)} ({reason}){more}: name a folder to check it"
+
+
+def _walks(path):
+    """Whether the folder `path` is to be walked: not when its name is a checkpoint's, unless a
+    trailing separator says it is a folder."""
+    return path.endswith(("/", os.sep)) or not CHECKPOINT_NAME.fullmatch(os.path.basename(path))
 
 
 def read_path_list(source):
@@ -93,6 +159,36 @@ def _git_tracked_checkpoints():
     return [name for name in names if CHECKPOINT_NAME.fullmatch(name) and os.path.lexists(name)]
 
 
+def _git_untracked_checkpoints():
+    """How many checkpoints git neither tracks nor ignores here: a bare check leaves them out."""
+    try:
+        listing = _git("ls-files", "-z", "--others", "--exclude-standard", "--", *UNTRACKED_PATHSPECS)
+    except OSError:
+        return 0
+    return len(_nul_separated(listing.stdout)) if listing.returncode == 0 else 0
+
+
+def _git_unchecked_submodules():
+    """How many of the repository's submodules here are not checked out (a clone without
+    --recurse-submodules): git lists no files for them, so a bare check cannot see into them."""
+    try:
+        listing = _git("ls-files", "-z", "--stage", "--", ".")
+    except OSError:
+        return 0
+    if listing.returncode != 0:
+        return 0
+    gitlinks = [entry.split("\t", 1)[1] for entry in _nul_separated(listing.stdout) if entry.startswith("160000 ")]
+    return sum(not os.path.lexists(os.path.join(path, ".git")) for path in gitlinks)
+
+
+def _git_tracks_files_in(folder):
+    try:
+        listing = _git("-C", folder, "ls-files", "-z", "--cached", "--", ".")
+    except OSError:
+        return True  # cannot tell: walk it
+    return listing.returncode != 0 or bool(listing.stdout)
+
+
 def _git_changed_files(revision):
     """Paths (relative to here) added or changed between `revision` and HEAD, as `git diff A...B` shows."""
     commit = _git_commit(revision)
@@ -118,6 +214,11 @@ def _is_changed(path, changed):
             return False
         path = parent
     return bool(path)
+
+
+def commit_of(revision):
+    """The commit id `revision` names (DiscoveryError if none)."""
+    return _git_commit(revision)
 
 
 def _git_commit(revision):
@@ -148,11 +249,23 @@ def _nul_separated(output):
     return [os.fsdecode(name) for name in output.split(b"\0") if name]
 
 
-def _walk(folder):
+def _walk(folder, left_out):
     """The checkpoint names in `folder` and below, and the links there to folders outside the
-    repository (walk.py), which the caller reports instead of passing them by."""
+    repository (walk.py), which the caller reports instead of passing them by. The folders of
+    other tools (walk.TOOL_FOLDERS, virtual environments) are passed by and noted in `left_out` as
+    (folder, reason), in a git work tree only when git tracks nothing in them: a pull request
+    could otherwise hide a checkpoint in a folder named `venv`."""
+    in_git = in_git_work_tree(folder)
+
+    def leave_out(path, name):
+        reason = tool_folder(path, name)
+        if reason and not (in_git and _git_tracks_files_in(path)):
+            left_out.append((os.path.relpath(path) if folder == "." else path, reason))
+            return True
+        return False
+
     found = []
-    for root, listed in entries(folder, inside_repository):
+    for root, listed in entries(folder, inside_repository, leave_out=leave_out):
         found.extend(os.path.join(root, name) for name, kind in listed
                      if kind == "linked-out" or (kind == "file" and CHECKPOINT_NAME.fullmatch(name)))
     if folder == ".":

@@ -10,7 +10,7 @@ import struct
 from .patterns import is_pattern
 from .errors import CheckpointError, FixAbandoned, NotACheckpoint
 from .regular_file import require_regular_file
-from .rename import DIRECTIONS, FAMILIES, LEGACY, plan, shown_name
+from .rename import DEFAULT_FAMILIES, DIRECTIONS, FAMILIES, LEGACY, plan, shown_name
 from .report import FileReport
 from .rvc import vocoder
 from .status import Status
@@ -21,7 +21,7 @@ from .torch_route import read, read_checkpoint
 LFS_POINTER_CHOICES = ("error", "skip", "remote")
 
 
-def scan(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES, lfs_objects=None):
+def scan(path, to=LEGACY, *, lfs_pointers="error", families=None, lfs_objects=None):
     """Report what `fix` would rename in `path`, without changing it.
 
     `lfs_pointers`: what a Git LFS pointer gets: an error, a warning ("skip"), or its object
@@ -31,10 +31,11 @@ def scan(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES, lfs_object
     return _run(path, to, lfs_pointers, families, write=False, lfs_objects=lfs_objects)
 
 
-def fix(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES, verify=False, root=None, lfs_objects=None):
+def fix(path, to=LEGACY, *, lfs_pointers="error", families=None, verify=False, root=None, lfs_objects=None):
     """Rename the keys of `path` to the `to` names in place, if any need it.
 
-    `families` limits the parametrizations converted (weight norm, spectral norm).  With
+    `families` names the parametrizations converted (weight-norm, spectral-norm); by default
+    both towards legacy names, weight norm only towards parametrized ones (rename.DEFAULT_FAMILIES).  With
     `verify`, torch loads the original and the rewrite, and every tensor must be bit-equal
     under the renames before the rewrite replaces the original (see verify.py).  A symbolic
     link inside `root` (default: symlinks.writing_root()) is written through only when it
@@ -48,11 +49,14 @@ def fix(path, to=LEGACY, *, lfs_pointers="error", families=FAMILIES, verify=Fals
 def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root=None, lfs_objects=None):
     if to not in DIRECTIONS:
         raise ValueError(f"to must be one of {DIRECTIONS}, not {to!r}")
+    if families is None and to in DIRECTIONS:
+        families = DEFAULT_FAMILIES[to]
     if not families or set(families) - set(FAMILIES):
         raise ValueError(f"families must be some of {FAMILIES}, not {families!r}")
     if lfs_pointers not in LFS_POINTER_CHOICES:
         raise ValueError(f"lfs_pointers must be one of {LFS_POINTER_CHOICES}, not {lfs_pointers!r}")
     report = FileReport(_shown_path(path), Status.OK, to)
+    report.rewrites = write
     if write and is_url(report.path):
         report.status, report.reason = Status.ERROR, "fix cannot write to a URL: download the file, fix it there"
         return report

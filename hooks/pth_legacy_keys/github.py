@@ -14,13 +14,15 @@ import unicodedata
 import uuid
 
 from .rename import shown_name
-from .commands import fix_command, name_bytes, shell_word
+from . import __version__
+from .byte_source import is_url
+from .commands import FIX_HOOK, fix_command, fix_options, name_bytes, shell_word
 from .report import encodable, printable, summary
 from .status import Status
 
 MAX_ANNOTATIONS = 10  # GitHub shows at most this many of one kind per step
-LFS_HINT = ("this is a Git LFS pointer, not the checkpoint: check out with `lfs: true` "
-            "(actions/checkout) so that the real file is examined")
+LFS_HINT = ("in a workflow, `lfs-pointers: remote` (the action's default) reads its object from the LFS "
+            "server, or check out with `lfs: true` (actions/checkout)")
 
 # GitHub drops a step's job summary over 1 MiB: stay well under it, whatever the files' names.
 SUMMARY_BUDGET = 900_000  # bytes of UTF-8
@@ -44,13 +46,21 @@ def escape_property(text):
     return escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def publish(command, to, reports, report_path=None, environ=os.environ):
+def publish(command, to, reports, report_path=None, environ=os.environ, families=None, lfs_pointers="error",
+            notes=()):
     """Append the summary and the outputs where GitHub asks for them; return the log text and
-    what could not be written (one line each)."""
-    lines = _annotations(reports, report_path) + [escape_data(summary(command, [r.status for r in reports]))]
+    what could not be written (one line each). `families` (the parametrizations asked for; None:
+    the direction's default) and `lfs_pointers` are repeated by the fix commands shown; `notes`
+    (what the run left out) become warnings."""
+    # --lfs-pointers remote only where a file to fix was an LFS object read by it: what the fix needs.
+    fixing = (families, lfs_pointers if any(r.read_from_lfs for r in reports if r.status == Status.NEEDS_FIX)
+              else "error")
+    lines = (_annotations(reports, report_path, fixing)
+             + [f"::warning title=pth-legacy-keys::{escape_data(note)}" for note in notes]
+             + [escape_data(summary(command, [r.status for r in reports]))])
     problems = []
     for variable, what, text in (
-        ("GITHUB_STEP_SUMMARY", "the job summary", lambda: job_summary(command, to, reports, report_path)),
+        ("GITHUB_STEP_SUMMARY", "the job summary", lambda: job_summary(command, to, reports, report_path, fixing)),
         ("GITHUB_OUTPUT", "the step outputs", lambda: _step_outputs(reports, report_path)),
     ):
         path = environ.get(variable)
@@ -63,17 +73,20 @@ def publish(command, to, reports, report_path=None, environ=os.environ):
     return encodable("\n".join(lines)), problems
 
 
-def _annotation(report):
-    """(kind, title, message) for one file, or None when it needs no annotation."""
+def _annotation(report, fixing=(None, "error")):
+    """(kind, title, message) for one file, or None when it needs no annotation. `fixing`:
+    (families, lfs_pointers) for the fix command."""
     if report.status == Status.NEEDS_FIX:
         why = ("older loaders ignore these keys without an error" if report.to == "legacy"
                else "this repository keeps the parametrized names")
-        return ("error", f"{report.key_kind()} keys",
-                f"{report.verdict()}; {why}. Fix: {fix_command(report.to, [report.path])}")
+        fix = ("download it and run pth-legacy-keys fix on the copy" if is_url(report.path) else
+               f"{fix_command(report.to, [report.path], *fixing)} (or the {FIX_HOOK} pre-commit hook)")
+        return "error", f"{report.key_kind()} keys", f"{report.verdict()}; {why}. Fix: {fix}"
     if report.status == Status.NOT_CHECKED:
-        return "error", "Git LFS pointer, not checked", LFS_HINT
+        # The reason says what went wrong (a remote read that failed, for one); the hint what to do.
+        return "error", "Git LFS pointer, not checked", f"{report.reason}; {LFS_HINT}"
     if report.lfs_pointer:
-        return "warning", "Git LFS pointer, not checked", LFS_HINT
+        return "warning", "Git LFS pointer, not checked", f"{report.reason}; {LFS_HINT}"
     if report.status.needs_attention:
         titles = {Status.CANNOT_CONVERT: "cannot convert", Status.REFUSED: "refused", Status.ERROR: "unreadable"}
         return "error", f"checkpoint {titles[report.status]}", report.verdict()
@@ -84,10 +97,10 @@ def _annotation(report):
     return None
 
 
-def _annotations(reports, report_path=None):
+def _annotations(reports, report_path=None, fixing=(None, "error")):
     by_kind = {"error": [], "warning": [], "notice": []}
     for report in reports:
-        found = [_annotation(report)] + [("warning", "will not load in legacy RVC software", warning)
+        found = [_annotation(report, fixing)] + [("warning", "will not load in legacy RVC software", warning)
                                          for warning in report.warnings]
         for kind, title, message in filter(None, found):
             # Spelled out like the text output: a file's raw control characters (an escape code,
@@ -190,23 +203,26 @@ def _paths_within(paths, budget):
     return taken
 
 
-def _fix_section(to, to_fix, report_path):
+def _fix_section(to, to_fix, report_path, fixing=(None, "error")):
     """How to fix the files locally: the command (its names within FIX_COMMAND_BUDGET), the hook."""
-    named = _paths_within(to_fix, FIX_COMMAND_BUDGET)
+    named = _paths_within([path for path in to_fix if not is_url(path)], FIX_COMMAND_BUDGET)
+    install = "To fix them locally, install pth-legacy-keys (`pip install pth-legacy-keys`) and run"
     if named:
-        parts = ["To fix them locally, install pth-legacy-keys and run:", "", "```sh", fix_command(to, named),
-                 "```", ""]
-    else:  # only a name longer than FIX_COMMAND_BUDGET, which no file system allows
-        parts = [(f"To fix them locally, install pth-legacy-keys and run `{fix_command(to, [])} FILE ...` "
+        parts = [f"{install}:", "", "```sh", fix_command(to, named, *fixing), "```", ""]
+    else:  # only URLs, or a name longer than FIX_COMMAND_BUDGET, which no file system allows
+        parts = [(f"{install} `{fix_command(to, [], *fixing)} FILE ...` "
                   f"on the files that {where_every_file_is(report_path)} lists,"), ""]
     if named and len(named) < len(to_fix):
         parts += [(f"(the command names the first {len(named):,} of the {len(to_fix):,} files to fix; "
                    f"{where_every_file_is(report_path)} lists them all)"), ""]
+    # a flow sequence: `weight-norm,spectral-norm` would be two items unless quoted; --hook needs the --
+    hook_args = [json.dumps(option) if "," in option else option for option in fix_options(to, *fixing)] + ["--"]
     return parts + [
-        "or let pre-commit do it on every commit (`.pre-commit-config.yaml`):", "", "```yaml",
-        "repos:", "  - repo: https://github.com/OWNER/pth-legacy-keys", "    rev: v0.1.0",
-        "    hooks:", "      - id: fix-pth-legacy-keys",
-        *([] if to == "legacy" else [f"        args: [--to, {to}, --]"]),  # --hook needs the --
+        f"or with the fix hook in `.pre-commit-config.yaml`, run "
+        f"`pre-commit run --hook-stage manual {FIX_HOOK} --all-files`:", "", "```yaml",
+        "repos:", "  - repo: https://github.com/OWNER/pth-legacy-keys", f"    rev: v{__version__}",
+        "    hooks:", f"      - id: {FIX_HOOK}", "        stages: [manual]",
+        *([] if hook_args == ["--"] else [f"        args: [{', '.join(hook_args)}]"]),
         "```", "",
     ]
 
@@ -219,14 +235,14 @@ def where_every_file_is(report_path):
     return "the JSON document (`--output json` or `--report FILE`)"
 
 
-def job_summary(command, to, reports, report_path=None):
+def job_summary(command, to, reports, report_path=None, fixing=(None, "error")):
     """The Markdown summary: a row per file (as many as fit in SUMMARY_BUDGET), the counts, the fix."""
     head = [f"### pth-legacy-keys {command} ({to} names)", "",
             "| File | Status | Keys | Example key |", "|---|---|---|---|"]
     to_fix = [report.path for report in reports if report.status == Status.NEEDS_FIX]
     tail = ["", f"**{summary(command, [r.status for r in reports])}**", ""]
     if to_fix:
-        tail += _fix_section(to, to_fix, report_path)
+        tail += _fix_section(to, to_fix, report_path, fixing)
     rows = _rows_within(reports, SUMMARY_BUDGET - _size(head) - _size(tail) - MORE_FILES_ROOM, report_path)
     return "\n".join([*head, *rows, *tail]) + "\n"
 

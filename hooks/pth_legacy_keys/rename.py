@@ -17,6 +17,11 @@ DIRECTIONS = (LEGACY, PARAMETRIZED)
 PARAMETRIZATIONS = "parametrizations."
 WEIGHT_NORM, SPECTRAL_NORM = "weight-norm", "spectral-norm"
 FAMILIES = (WEIGHT_NORM, SPECTRAL_NORM)
+# What each direction converts unless told otherwise. Towards parametrized names, spectral norm
+# stays legacy: torch's load hook still reads legacy weight-norm names into a parametrized
+# module, but nothing reads legacy spectral-norm names into one, and libraries that use new weight
+# norm (coqui-tts, speechbrain) keep old spectral norm in their own working files.
+DEFAULT_FAMILIES = {LEGACY: FAMILIES, PARAMETRIZED: (WEIGHT_NORM,)}
 WEIGHT_NORM_LEAVES = ("original0", "original1")  # -> _g, _v
 WEIGHT_NORM_SUFFIXES = ("_g", "_v")
 SPECTRAL_NORM_LEAVES = ("original", "0._u", "0._v")  # -> _orig, _u, _v

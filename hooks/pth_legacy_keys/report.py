@@ -3,7 +3,10 @@
 from .rename import FAMILIES, LEGACY, SHOWN_NAME_LIMIT, shown_name
 from .status import Status, exit_code
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # check's and fix's documents
+# inspect's own: 2 made its status check's word (needs-fix, cannot-convert), grouped its metadata by
+# the tool that wrote it and replaced loads_in_legacy_rvc by verdicts (docs/inspect.md).
+INSPECT_SCHEMA_VERSION = 2
 NOTHING_CHANGED = "nothing was changed"
 KIND = {"legacy": "parametrized", "parametrized": "legacy"}  # the key kind each direction renames
 
@@ -47,6 +50,7 @@ class Outcome:
         self.status = Status(status)
         self.reason = None
         self.lfs_pointer = False
+        self.rewrites = False  # fix: the file would have been rewritten, had nothing been wrong
         self.fix_abandoned = False  # fix threw its rewrite away: the file is as it was
         self.transfer = None  # a remote file's: {"requests", "bytes", "streamed"} (http_source)
 
@@ -55,9 +59,17 @@ class Outcome:
         return self.status.exit_code
 
     @property
+    def read_from_lfs(self):
+        """Whether this was a Git LFS pointer's object, read from its server (not a URL named)."""
+        from .byte_source import is_url
+
+        return self.transfer is not None and not is_url(self.path)
+
+    @property
     def unchanged_after_a_problem(self):
-        """Whether the verdict must say so: the file was not touched although something was wrong."""
-        return self.status in (Status.REFUSED, Status.CANNOT_CONVERT) or self.fix_abandoned
+        """Whether the verdict must say so: fix did not touch the file because something was wrong
+        (a check changes nothing anyway, so saying it there would only be noise)."""
+        return self.rewrites and (self.status in (Status.REFUSED, Status.CANNOT_CONVERT) or self.fix_abandoned)
 
 
 class FileReport(Outcome):
@@ -183,9 +195,10 @@ def summary(command, statuses):
 
 
 def text_lines(report, verbosity):
-    """The text output's lines for one file: none for a fine file unless -v, every rename with -v
+    """The text output's lines for one file: none for a fine file unless -v (a skipped one is
+    shown, with its reason: it was not checked), every rename with -v
     (those one at a time: a hostile file can have a hundred thousand)."""
-    fine = report.status in (Status.OK, Status.SKIPPED) and not report.lfs_pointer and not report.warnings
+    fine = report.status == Status.OK and not report.warnings
     lines = [report.line()] + report.warning_lines() if verbosity > 0 or not fine else []
     if verbosity > 0:
         from itertools import chain
@@ -203,7 +216,8 @@ def write_json(out, command, to, reports, version):
 
 def write_inspections(out, inspections, version):
     """`inspect --output json`: one document, a `files` entry per file (inspection.Inspection.to_json)."""
-    _write_document(out, version, command="inspect", exit_code=max((i.exit_code for i in inspections), default=0),
+    _write_document(out, version, schema_version=INSPECT_SCHEMA_VERSION, command="inspect",
+                    exit_code=max((i.exit_code for i in inspections), default=0),
                     files=[inspection.to_json() for inspection in inspections])
 
 

@@ -1,4 +1,4 @@
-"""What RVC and Applio files hold, read from the inert tree: metadata, kind, vocoder.
+"""What RVC and Applio files hold, read from the inert tree: which files they are, metadata, vocoder.
 
 Legacy RVC software (RVC WebUI, w-okada voice-changer, rvc-python) builds an NSF HiFi-GAN
 generator and loads `cpt["weight"]` into it with `strict=False`.  A model whose generator
@@ -9,12 +9,19 @@ cannot work there whatever its key names are; renaming keys never changes that.
 from .pickle_walk import Dict, Tensor, Text
 from .rename import shown_name
 
+INFERENCE_MODEL = "RVC inference model"
+TRAINING_CHECKPOINT = "RVC training checkpoint"
 # Written by RVC WebUI's savers (version, sr, f0, info, config, weight) and by Applio.
 RVC_METADATA = ("version", "sr", "f0", "info")
+# Applio's extract_model (rvc/train/process/extract_model.py) adds these to RVC's fields.
 APPLIO_METADATA = ("model_name", "author", "creation_date", "epoch", "step", "embedder_model", "vocoder",
                    "speakers_id", "overtrain_info", "dataset_length", "model_hash")
+# Applio's own fields: `model_name` beside one of these makes a file Applio's even without RVC's
+# `weight` and `config`; `epoch` or `step` alone never does (Lightning, coqui-tts and others write them).
+APPLIO_ONLY = ("vocoder", "embedder_model", "model_hash")
+# RVC WebUI's and Applio's save_checkpoint (inherited from VITS) write G_*.pth / D_*.pth as
+# {"model", "iteration", "optimizer", "learning_rate"}.
 TRAINING_METADATA = ("iteration", "learning_rate")
-METADATA_GROUPS = {"rvc": RVC_METADATA, "applio": APPLIO_METADATA, "training": TRAINING_METADATA + ("optimizer",)}
 LEGACY_VOCODER = "HiFi-GAN"  # Applio's name for RVC's own NSF HiFi-GAN generator
 # Generator submodules with parameters (under `dec.`) that only these vocoders have, as Applio's
 # generators/refinegan.py and hifigan_mrf.py name them; RVC's NSF HiFi-GAN has conv_pre, ups,
@@ -62,10 +69,11 @@ def plain(node):
 
 
 def state_dict_keys(node):
-    return list(items(node)) if _is_state_dict(node) else []
+    return list(items(node)) if is_state_dict(node) else []
 
 
-def _is_state_dict(node):
+def is_state_dict(node):
+    """A dict with a tensor among its values, as rename.plan finds state dicts."""
     return type(node) is Dict and any(type(value) is Tensor for _, value in node.items)
 
 
@@ -74,21 +82,27 @@ def model_weights(root):
     (training checkpoint), or the file itself when it is a bare state dict."""
     top = items(root)
     for name in ("weight", "model"):
-        if _is_state_dict(top.get(name)):
+        if is_state_dict(top.get(name)):
             return top[name]
-    return root if _is_state_dict(root) else None
+    return root if is_state_dict(root) else None
 
 
-def kind(root):
-    """"RVC inference model", "training checkpoint", "state dict" or "other"."""
+def rvc_kind(root):
+    """INFERENCE_MODEL (`weight` state dict beside RVC's `config` list), TRAINING_CHECKPOINT
+    (`model` state dict with `iteration` and `learning_rate`), or None."""
     top = items(root)
-    if _is_state_dict(top.get("weight")) and type(top.get("config")) in (list, tuple):
-        return "RVC inference model"
-    if _is_state_dict(top.get("model")) and ("iteration" in top or "optimizer" in top):
-        return "training checkpoint"
-    if _is_state_dict(root):
-        return "state dict"
-    return "other"
+    if is_state_dict(top.get("weight")) and type(top.get("config")) in (list, tuple):
+        return INFERENCE_MODEL
+    if is_state_dict(top.get("model")) and {"iteration", "learning_rate"} <= set(top):
+        return TRAINING_CHECKPOINT
+    return None
+
+
+def is_rvc_file(root):
+    """Whether RVC or Applio wrote the file: one of RVC's two layouts, or Applio's own metadata.
+    Only then are RVC's and Applio's metadata named as theirs, and RVC's verdict given."""
+    top = items(root)
+    return rvc_kind(root) is not None or ("model_name" in top and any(name in top for name in APPLIO_ONLY))
 
 
 def vocoder(root):
@@ -109,17 +123,19 @@ def _spelling(name):
     return "".join(c for c in name.lower() if c.isalnum())
 
 
-def metadata(root):
-    """The RVC, Applio and training fields present, as plain values, in a stable order."""
+def metadata_groups(root):
+    """An RVC or Applio file's metadata as plain values: {"rvc": {...}, "applio": {...},
+    "training": {...}}, each group in a stable order, empty groups left out."""
     top = items(root)
-    found = {}
-    for name in RVC_METADATA + APPLIO_METADATA + TRAINING_METADATA:
-        if name in top:
-            found[name] = plain(top[name])
-    optimizer = optimizer_kind(top.get("optimizer"))
-    if optimizer:
-        found["optimizer"] = optimizer
-    return found
+    groups = {}
+    for group, names in (("rvc", RVC_METADATA), ("applio", APPLIO_METADATA), ("training", TRAINING_METADATA)):
+        found = {name: plain(top[name]) for name in names if name in top}
+        optimizer = optimizer_kind(top.get("optimizer")) if group == "training" else None
+        if optimizer:
+            found["optimizer"] = optimizer
+        if found:
+            groups[group] = found
+    return groups
 
 
 def optimizer_kind(node):

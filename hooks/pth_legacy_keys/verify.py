@@ -8,7 +8,10 @@ after it read back as intended.  Nothing here runs before that.
 
 from .errors import CheckpointError, FixAbandoned
 
-INSTALL_HINT = "pip install 'pth-legacy-keys[verify]'"
+# Into the environment the tool runs in, released or from a clone. PyPI's torch for Linux and
+# Windows bundles CUDA (several GB); the CPU wheels' local version (+cpu) sorts above it, so pip
+# takes the CPU build from PyTorch's index, which is all --verify needs.
+INSTALL_HINT = "pip install torch safetensors --extra-index-url https://download.pytorch.org/whl/cpu"
 
 
 def torch_missing():

@@ -22,10 +22,44 @@ def is_git_folder_name(name):
     return name in (".git", "git~1")
 
 
-def entries(top, inside, depth=None):
+# Folders that hold other tools' state, not a project's files: a walk outside git leaves them out,
+# as ruff and black do (in a repository, git decides: a pull request could hide a checkpoint in a
+# folder named `venv`). A virtual environment is also known by its pyvenv.cfg or conda-meta.
+TOOL_FOLDERS = {
+    **dict.fromkeys((".hg", ".svn", ".bzr", "_darcs", ".jj", "CVS"), "a version-control folder"),
+    **dict.fromkeys((".venv", "venv", "site-packages", "__pypackages__"), "a virtual environment"),
+    **dict.fromkeys(("__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".nox", ".eggs",
+                     ".ipynb_checkpoints"), "a cache"),
+    "node_modules": "npm's packages",
+}
+
+
+def tool_folder(path, name):
+    """Why a walk outside git leaves the folder `path` (named `name`) out, or None."""
+    reason = TOOL_FOLDERS.get(name)
+    if reason is None and (os.path.isfile(os.path.join(path, "pyvenv.cfg"))
+                           or os.path.isdir(os.path.join(path, "conda-meta"))):
+        reason = "a virtual environment"
+    return reason
+
+
+def in_git_work_tree(folder):
+    """Whether `folder` lies in a git work tree: it or a folder above it holds a `.git`."""
+    here = os.path.realpath(folder)
+    while True:
+        if os.path.lexists(os.path.join(here, ".git")):
+            return True
+        parent = os.path.dirname(here)
+        if parent == here:
+            return False
+        here = parent
+
+
+def entries(top, inside, depth=None, leave_out=None):
     """Yield (folder, [(name, kind)]) for `top` and the folders below it, in sorted order, `depth`
     levels down at most (None: all). `kind` is "folder" (entered, or a link to a folder that leads
-    out of the repository: then "linked-out"), or "file" (anything else, links to files included).
+    out of the repository: then "linked-out"), "left-out" (a folder `leave_out(path, name)` gave a
+    reason for), or "file" (anything else, links to files included).
     `inside(real_path)` says whether a real path lies in the repository."""
     top_real = os.path.realpath(top)
     entered = {top_real}
@@ -39,6 +73,9 @@ def entries(top, inside, depth=None):
                 listed.append((name, "file"))
                 continue
             if is_git_folder_name(name):
+                continue
+            if leave_out is not None and leave_out(path, name):
+                listed.append((name, "left-out"))
                 continue
             linked = os.path.islink(path)
             # Resolving every folder would cost its depth each time: only links need it.

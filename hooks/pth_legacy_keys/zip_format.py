@@ -294,9 +294,9 @@ def _archive_prefix(records):
     if not records or "/" not in records[0].name:
         raise CheckpointError("not a PyTorch checkpoint: a zip archive without data.pkl")
     prefix = records[0].name.split("/", 1)[0] + "/"
-    for record in records:
-        if not record.name.startswith(prefix):
-            raise Refused(f"record '{record.name}' is outside the archive prefix '{prefix}'")
+    for name, *_ in records:  # unpacked: see _check_records
+        if not name.startswith(prefix):
+            raise Refused(f"record '{name}' is outside the archive prefix '{prefix}'")
     return prefix
 
 
@@ -304,16 +304,25 @@ def _refuse_code_carrying(records):
     """torch.load hands a zip with a constants.pkl record to torch.jit.load, which runs the
     archive's scripted code with no pickle allowlist at all; torch.package archives carry
     Python modules.  Neither is a checkpoint we could vouch for."""
-    for record in records:
-        rest = record.name.split("/", 1)[-1]
+    for name, *_ in records:  # unpacked: see _check_records
+        rest = name.split("/", 1)[-1]
         if rest == "constants.pkl" or rest.startswith("code/"):
             kind = "TorchScript"
         elif rest in (".data/extern_modules", ".data/python_version") or rest.endswith(".py"):
             kind = "torch.package"
         else:
             continue
-        raise Refused(f"a code-carrying archive ({kind}): torch.load would run its code; "
-                      "exclude archives you trust from this check")
+        raise Refused(_code_carrying_message(kind))
+
+
+def _code_carrying_message(kind):
+    """The one refusal of both kinds of code-carrying archive, each named with what runs its code:
+    torch.load itself for TorchScript; torch.package's PackageImporter (torch.load cannot read one,
+    having no data.pkl) for a torch.package archive, as descript-audio-codec saves its models."""
+    runs = "torch.load would run its code" if kind == "TorchScript" else "torch.package's importer would run its code"
+    return (f"a code-carrying archive ({kind}): {runs}, and pth-legacy-keys does not vouch for "
+            "code-carrying archives; exclude the ones you trust from this check (leave them out of the "
+            "paths, or match them in the hook's `exclude`)")
 
 
 def _check_layout(records, end_of_records):

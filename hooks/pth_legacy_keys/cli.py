@@ -136,6 +136,11 @@ def build_parser():
                             help="only the files that need attention, no summary")
         volume.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
                             help="every file, every rename and the reason a file was skipped")
+    _add_inspect(commands)
+    return parser
+
+
+def _add_inspect(commands):
     inspect = commands.add_parser(
         "inspect", help="describe checkpoints and say whether legacy torch code (and, for RVC files, legacy "
                         "RVC software) will load them",
@@ -150,7 +155,6 @@ def build_parser():
                          help="a block of lines per file, or one JSON document (default: %(default)s)")
     inspect.add_argument("--lfs-pointers", choices=LFS_POINTER_CHOICES, default="error",
                          help="as for check (default: %(default)s)")
-    return parser
 
 
 PARALLEL_FROM = 8  # files: below this, starting worker processes costs more than it saves

@@ -129,13 +129,16 @@ def test_a_hook_names_the_fix_hook_and_how_to_get_the_command(here, capsys):
     assert run_pasted(capsys, hint_lines(out)[1].split(" && ")[1].rstrip(")"))[0] == 0
 
 
-def test_a_hook_with_many_files_names_all_files(here, capsys):
-    names = [f"voice{i:02}.pth" for i in range(21)]
+def test_a_hook_with_many_files_names_every_file_and_no_other(here, capsys):
+    """--all-files, or a bare fix, would rewrite files this check never saw (say, one committed
+    with --no-verify): pre-commit named these files, and the hint names them all."""
+    names = [f"voice{i:02}.pth" for i in range(45)]
     for name in names:
         copy_of(here, PARAMETRIZED, name)
     code, out = run(capsys, "check", "--hook", "--", *names)
-    assert hint_lines(out) == ["to fix them: pre-commit run --hook-stage manual fix-pth-legacy-keys --all-files",
-                               "  (or: pip install pth-legacy-keys && pth-legacy-keys fix)"]
+    assert hint_lines(out) == [
+        f"to fix them: pre-commit run --hook-stage manual fix-pth-legacy-keys --files {' '.join(names)}",
+        f"  (or: pip install pth-legacy-keys && pth-legacy-keys fix -- {' '.join(names)})"]
 
 
 def test_nothing_was_changed_is_said_only_by_fix(here, capsys):
@@ -226,3 +229,33 @@ def test_a_path_list_that_cannot_be_read_again_is_not_repeated(here, capsys):
     code, out = run(capsys, "check", "--files-from=-l.txt")
     assert hint_lines(out) == ["to fix them: pth-legacy-keys fix --files-from=-l.txt"]
     assert run_pasted(capsys, hint_lines(out)[0].removeprefix("to fix them: "))[0] == 0
+
+
+def test_a_name_that_looks_like_an_option_stays_a_file_for_pre_commit(here, capsys, hook_repository,
+                                                                       runner_homes):
+    """A pull request's `-cevil/x.pth` after `--files` would be pre-commit's -c: a configuration
+    the pull request brings (`evil/x.pth`), whose hook would run as the fix. The hint writes `./`."""
+    from support.runners import require_runner
+
+    repository, sha = hook_repository
+    marker = here / "PWNED"
+    git("init", "-q", cwd=here)
+    (here / ".pre-commit-config.yaml").write_text(
+        f"repos:\n  - repo: {repository}\n    rev: {sha}\n    hooks:\n      - id: check-pth-legacy-keys\n"
+        "      - id: fix-pth-legacy-keys\n        stages: [manual]\n")
+    copy_of(here / "-cevil", PARAMETRIZED, "x.pth")
+    (here / "evil").mkdir()
+    (here / "evil" / "x.pth").write_text(
+        "repos: [{repo: local, hooks: [{id: fix-pth-legacy-keys, name: x, entry: \"touch " + str(marker)
+        + "\", language: system, always_run: true, pass_filenames: false, stages: [manual]}]}]\n")
+    git("add", "-A", cwd=here)
+    env = {**os.environ, **runner_homes}
+    checked = subprocess.run(require_runner("pre-commit") + ["run", "--all-files"], cwd=here, capture_output=True,
+                             text=True, env=env)
+    [hint] = [line for line in checked.stdout.splitlines() if line.startswith("to fix them: ")]
+    assert hint == "to fix them: pre-commit run --hook-stage manual fix-pth-legacy-keys --files ./-cevil/x.pth"
+    fixed = subprocess.run(require_runner("pre-commit") + shlex.split(hint.removeprefix("to fix them: "))[1:],
+                           cwd=here, capture_output=True, text=True, env=env)
+    assert not marker.exists(), fixed.stdout
+    assert "files were modified by this hook" in fixed.stdout, fixed.stdout
+    assert (here / "-cevil" / "x.pth").read_bytes() != PARAMETRIZED.read_bytes()

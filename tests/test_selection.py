@@ -188,3 +188,23 @@ def test_an_empty_path_is_a_usage_error_not_a_folder(outside_git, capsys):
     assert main(["check", ""]) == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", "pth-legacy-keys: an empty PATH names no file (a variable left unset?)\n")
+
+
+def test_a_pattern_is_a_pattern_even_where_a_file_has_that_very_name(outside_git, capsys):
+    """Else the same PATH would name the file `v[1].pth` until a pull request adds `v1.pth`, which the
+    pattern matches instead: the README's `[[]` names it literally."""
+    copy_of(outside_git, PARAMETRIZED, "v[1].pth")
+    assert run(capsys, "check", "--", "v[1].pth")[0] == 2  # matches no checkpoint: v1.pth is not there
+    copy_of(outside_git, LEGACY, "v1.pth")
+    assert run(capsys, "check", "--", "v[1].pth") == (0, "checked 1 file: 1 ok\n")  # the pattern: v1.pth
+    code, out = run(capsys, "check", "--", "v[[]1].pth")
+    assert code == 1 and out.startswith("v[1].pth: 4 parametrized weight-norm keys")
+
+
+def test_a_name_as_long_as_the_file_system_allows_can_be_fixed(outside_git, capsys):
+    name = "a" * 251 + ".pth"  # 255 bytes: the temporary file beside it must not be longer
+    copy_of(outside_git, PARAMETRIZED, name)
+    code, out = run(capsys, "fix", name)
+    assert code == 0 and out.endswith("examined 1 file: 1 fixed\n"), out
+    assert sorted(os.listdir(outside_git)) == [name]  # no temporary file left
+    assert run(capsys, "check", name)[0] == 0

@@ -58,12 +58,12 @@ def fix_hint(to_fix, to, families, lfs_pointers, hook, selection):
     if to_fix:
         many = len(to_fix) > HINT_NAMES
         if hook:
-            files = "--all-files" if many else "--files " + " ".join(map(shell_word, to_fix))
-            # Beyond HINT_NAMES, the command without names: the repository's tracked checkpoints, as --all-files.
-            command = fix_command(to, [], families, lfs_pointers, ((), [])) if many else \
-                fix_command(to, to_fix, families, lfs_pointers)
-            lines += [f"to fix them: pre-commit run --hook-stage manual {FIX_HOOK} {files}",
-                      f"  (or: pip install pth-legacy-keys && {command})"]
+            # Every name, however many: pre-commit named them to us, and --all-files (or a bare fix)
+            # would rewrite files this check never saw. `./` keeps a name like `-cevil/x.pth` from
+            # being pre-commit's own option (-c: a configuration the pull request brings).
+            files = " ".join(shell_word(f"./{path}" if path.startswith("-") else path) for path in to_fix)
+            lines += [f"to fix them: pre-commit run --hook-stage manual {FIX_HOOK} --files {files}",
+                      f"  (or: pip install pth-legacy-keys && {fix_command(to, to_fix, families, lfs_pointers)})"]
         elif many and selection is not None:
             lines.append(f"to fix them: {fix_command(to, [], families, lfs_pointers, selection)}")
         else:

@@ -81,8 +81,9 @@ def collect(paths, changed_since=None, literal=False):
             if "\0" in path or is_url(path):
                 found = [path]  # a URL is one file (its ? is no glob); a NUL: no file has that name
             elif is_pattern(path) and not literal:
-                # a pattern that matches nothing may still be a file's very name
-                found = expand(path, walk, inside_repository) or ([path] if os.path.lexists(path) else [])
+                # Always a pattern, even where a file has that very name: the same PATH must not
+                # name that file until a pull request adds a decoy the pattern matches.
+                found = expand(path, walk, inside_repository)
             elif os.path.isdir(path) and not literal and _walks(path):
                 found = walk(path)
             else:

@@ -404,8 +404,18 @@ def _check_unchanged(status, identity):
         raise FixAbandoned("the file changed while it was being fixed")
 
 
+# A file's name may take all 255 bytes a file system allows; the temporary file beside it adds
+# about 40: a longer name is stood for by its digest, so that every file can be fixed.
+TEMPORARY_NAME_ROOM = 150
+
+
 def _temporary_prefix(path):
-    return f".{os.path.basename(path)}.pth-legacy-keys-"
+    name = os.path.basename(path)
+    if len(os.fsencode(name)) > TEMPORARY_NAME_ROOM:
+        import hashlib
+
+        name = hashlib.sha256(os.fsencode(name)).hexdigest()
+    return f".{name}.pth-legacy-keys-"
 
 
 def remove_stale_temporaries(path):

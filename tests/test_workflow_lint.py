@@ -22,8 +22,8 @@ def tool(name):
     return found
 
 
-def test_the_workflows_are_self_test_and_release():
-    assert [w.name for w in WORKFLOWS] == ["release.yml", "self-test.yml"]
+def test_the_workflows_are_pages_release_and_self_test():
+    assert [w.name for w in WORKFLOWS] == ["pages.yml", "release.yml", "self-test.yml"]
     assert "uses: ./" in (ROOT / ".github" / "workflows" / "self-test.yml").read_text()
 
 

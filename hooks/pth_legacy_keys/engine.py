@@ -64,14 +64,7 @@ def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root
     def examine(real_path):
         lfs_object = lfs_object_of(real_path, lfs_pointers, lfs_objects)
         checkpoint = read_file(report, real_path, for_rewrite=write and lfs_object is None, lfs_object=lfs_object)
-        report.format = checkpoint.format
-        found = vocoder(checkpoint.root)
-        if found:
-            report.warnings.append(found.warning())
-        renames = plan(checkpoint.root, to, families)
-        report.renames, report.param_names = renames.renames, renames.param_names
-        report.modules, report.problems = renames.modules, renames.problems
-        report.families = renames.families
+        renames = planned(report, checkpoint, to, families)
         if renames.problems:
             report.status = Status.CANNOT_CONVERT
         elif renames.renames or renames.param_names:
@@ -86,6 +79,31 @@ def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root
                 report.status = Status.NEEDS_FIX
 
     return examine_safely(report, examine, lfs_pointers)
+
+
+def planned(report, checkpoint, to, families):
+    """Plan the renames of a checkpoint just read, and say in `report` what they are (and what
+    holds whatever they are: an incompatible vocoder); return the plan."""
+    report.format = checkpoint.format
+    found = vocoder(checkpoint.root)
+    if found:
+        report.warnings.append(found.warning())
+    renames = plan(checkpoint.root, to, families)
+    report.renames, report.param_names = renames.renames, renames.param_names
+    report.modules, report.problems = renames.modules, renames.problems
+    report.families = renames.families
+    return renames
+
+
+def require_read_back(written, checkpoint, rewrite, to, families):
+    """Raise FixAbandoned unless `written`, the rewrite read back as a stranger's file, is the
+    intended one: the same format and kept bytes, the new key bytes, fully converted."""
+    unit = checkpoint.unit
+    again = plan(written.root, to, families)
+    if (written.unit is not unit or written.key_bytes != rewrite.key_bytes
+            or written.size != rewrite.size or unit.kept(written) != unit.kept(checkpoint)
+            or again.renames or again.param_names or again.problems):
+        raise FixAbandoned("the rewritten file did not read back as intended")
 
 
 def _shown_path(path):
@@ -241,11 +259,7 @@ def _rewrite(path, checkpoint, renames, to, families, compare_with_torch):
             written = read_checkpoint(written_path, for_rewrite=True)
         except CheckpointError as exc:
             raise FixAbandoned(f"the rewritten file did not read back ({exc})") from None
-        again = plan(written.root, to, families)
-        if (written.unit is not unit or written.key_bytes != rewrite.key_bytes
-                or written.size != rewrite.size or unit.kept(written) != unit.kept(checkpoint)
-                or again.renames or again.param_names or again.problems):
-            raise FixAbandoned("the rewritten file did not read back as intended")
+        require_read_back(written, checkpoint, rewrite, to, families)
 
     def compare(written_path):
         """Last, once the rewrite has passed every check of ours: torch's comparison."""

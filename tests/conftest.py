@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,27 @@ def full_size_rvc_model(tmp_path_factory):
 from support.lfs_server import lfs_server, lfs_server_with_token, lfs_servers  # noqa: F401
 from support.repositories import action_path, hook_repository  # noqa: F401
 from support.runners import runner_homes  # noqa: F401
+
+
+# In Pyodide (Python in WebAssembly: the web page's Python) there are no processes, threads or
+# sockets. The torch-free suite runs there too (test_pyodide.py); a test that needs what the
+# platform lacks is skipped for that reason, as importorskip skips one whose module is missing,
+# and every other test must pass.
+PLATFORM_LACKS = ("does not support processes", "can't start new thread", "cannot start new thread",
+                  "not supported on this platform", "Function not implemented", "Operation not supported")
+POSIX_ONLY_MODULES = {"grp", "pwd", "resource", "fcntl", "termios"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if sys.platform != "emscripten" or call.excinfo is None or report.passed or report.skipped:
+        return
+    exception = call.excinfo.value
+    if (isinstance(exception, ModuleNotFoundError) and exception.name in POSIX_ONLY_MODULES) or (
+            isinstance(exception, (OSError, RuntimeError, NotImplementedError))
+            and any(lacking in str(exception) for lacking in PLATFORM_LACKS)):
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0,
+                           f"Skipped: Pyodide lacks it: {exception}")

@@ -5,7 +5,6 @@ PTH_LEGACY_KEYS_KILL_MB=500 for the full-size run) at chosen calls, one run per 
 """
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -92,7 +91,10 @@ def test_a_fix_killed_at_any_step_leaves_the_original_or_the_fixed_file(function
 
 
 @posix_only
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a file-size limit for a child needs POSIX's resource module")
 def test_file_size_limit_mid_write_leaves_the_original(big_checkpoint, tmp_path):
+    import resource  # POSIX only: imported where it exists
+
     path = copy_of(tmp_path, big_checkpoint)
     before = path.read_bytes()
     limit = len(before) // 2

@@ -725,3 +725,34 @@ def test_storage_type_helpers():
             pickle_walk.storage_type_size(other)
         assert str(caught.value) == "the pickle names a storage type that is not a torch storage class"
     assert Storage("k", 4, 3, "float32", "cuda:0").location == "cuda:0"
+
+
+def deep_chain(levels):
+    """A list nested `levels` deep through the memo: x = [x] again and again, each new list left on
+    the stack, all of them appended to one list at the end (APPENDS)."""
+    return PROTO2 + b"]" + b"(" + b"]q\x00" + (b"]h\x00aq\x00" * levels) + b"e."
+
+
+def test_a_chain_nested_50000_deep_is_let_go_of_without_a_deep_chain_of_frees():
+    """Freeing such a chain frees it level by level in C; in Pyodide (the web page's Python, where
+    test_supported_pythons.test_suite_passes_in_pyodide runs this test) that overflowed the
+    JavaScript stack and killed the interpreter. The walk now lets go of what it made by hand
+    there (RELEASE_BY_HAND), and this refusal is one clean line."""
+    with pytest.raises(Refused, match="deeper than 100 levels"):
+        walk(deep_chain(50_000))
+
+
+def test_the_walk_lets_go_by_hand_where_the_platform_needs_it(monkeypatch):
+    """What the test above relies on in Pyodide, checked here too: when the walk fails, every
+    container it made is emptied before it is let go of, newest first."""
+    monkeypatch.setattr(pickle_walk, "RELEASE_BY_HAND", True)
+    released = []
+    real = pickle_walk._release
+    monkeypatch.setattr(pickle_walk, "_release", lambda state, stack, tree=(): (
+        released.append(list(state.made)), real(state, stack, tree)))
+    with pytest.raises(Refused, match="deeper than 100 levels"):
+        walk(deep_chain(150))
+    [made] = released
+    assert len(made) == 152 and all(node == [] for node in made)  # the outer list and 151 links, emptied
+    result = walk(PROTO2 + b"}" + text("k") + b"]s.")  # a tree the caller keeps is left whole
+    assert result.root.items[0][1] == []

@@ -209,10 +209,14 @@ def _worker_context():
     A spawned worker is `python -c ...`, whose sys.path starts with the current folder: a
     repository's `multiprocessing/__init__.py` would run in it before any of ours. A forked
     worker imports nothing; where there is no fork (Windows), Python 3.11's PYTHONSAFEPATH keeps
-    the folder off sys.path; on older Pythons there, the files are examined in this process.
+    the folder off sys.path; on older Pythons there, the files are examined in this process, as
+    they are where there are no processes at all (Pyodide).
     """
-    import multiprocessing
-
+    try:
+        import multiprocessing
+        import multiprocessing.synchronize  # noqa: F401  (what a pool needs: Pyodide has neither)
+    except (ImportError, NotImplementedError):
+        return None
     if "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     if sys.version_info >= (3, 11):

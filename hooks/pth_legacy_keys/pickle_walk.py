@@ -8,6 +8,7 @@ decide what to rename and where those strings sit in the bytes.
 """
 
 import struct
+import sys
 
 from .errors import CheckpointError, Refused
 
@@ -156,9 +157,10 @@ class Truncated(CheckpointError):
 class _Walk:
     """What the opcode handlers share besides the bytes and the stack."""
 
-    __slots__ = ("checked", "fence", "imported", "marks", "memo", "persistent_id", "start", "storages")
+    __slots__ = ("checked", "fence", "imported", "made", "marks", "memo", "persistent_id", "start", "storages")
 
     def __init__(self, start, persistent_id):
+        self.made = []  # every container the walk made, oldest first: see _release
         self.start = start
         self.persistent_id = persistent_id
         self.memo = {}
@@ -172,9 +174,10 @@ class _Walk:
 class _Stop(Exception):
     """Raised by STOP to end the walk, as CPython's own unpickler does."""
 
-    def __init__(self, result):
+    def __init__(self, result, tree):
         super().__init__()
         self.result = result
+        self.tree = tree  # ids of the containers in the result's tree
 
 
 def walk(data, start=0, persistent_id=None):
@@ -208,13 +211,48 @@ def walk(data, start=0, persistent_id=None):
             if len(stack) > MAX_STACK:
                 raise Refused(f"the pickle's stack grows beyond {MAX_STACK:,} items")
     except _Stop as stop:
+        _release(state, stack, stop.tree)
         return stop.result
     except struct.error:
+        _release(state, stack)
         raise Truncated("the pickle ends before its STOP opcode") from None
     except IndexError:  # `pos` is still the failing opcode's offset: a handler returns only when done
+        _release(state, stack)
         if pos + 1 >= len(data):
             raise Truncated("the pickle ends before its STOP opcode") from None
         raise CheckpointError(f"the pickle is malformed near byte {pos - start}") from None
+    except BaseException:
+        _release(state, stack)
+        raise
+
+
+# Where the C stack is small and Python's trashcan does not guard it (Pyodide: WebAssembly's stack
+# is the browser's JavaScript stack), freeing containers nested some thousands deep crashes the
+# interpreter, and a pickle can nest them 100,000 deep, through the memo, before _check_depth
+# refuses the tree. There the walk lets go of what it made by hand.
+RELEASE_BY_HAND = sys.platform == "emscripten"
+
+
+def _release(state, stack, tree=()):
+    """Drop every container the walk made without a deep chain of frees: empty each list and dict
+    that is not in `tree` (ids: the result, which the caller keeps), then let go of them newest
+    first. A tuple holds only what was made before it, so each free then ends at once."""
+    if not RELEASE_BY_HAND:
+        return
+    stack.clear()
+    state.memo.clear()
+    state.checked.clear()
+    made = state.made
+    for node in made:
+        if id(node) in tree:
+            continue
+        if type(node) is list:
+            node.clear()
+        elif type(node) is Dict and (not node.frozen or not tree):  # a frozen one a tensor may keep
+            node.items.clear()
+            node.metadata = None
+    while made:
+        made.pop()
 
 
 # -- the stack and the memo ---------------------------------------------------------------
@@ -365,17 +403,23 @@ def _pushes(value):
 
 
 def _empty_dict(data, pos, stack, state):
-    stack.append(Dict())
+    made = Dict()
+    state.made.append(made)
+    stack.append(made)
     return pos
 
 
 def _empty_list(data, pos, stack, state):
-    stack.append([])
+    made = []
+    state.made.append(made)
+    stack.append(made)
     return pos
 
 
 def _tuple(data, pos, stack, state):
-    stack.append(tuple(_pop_mark(stack, state)))
+    made = tuple(_pop_mark(stack, state))
+    state.made.append(made)
+    stack.append(made)
     return pos
 
 
@@ -385,6 +429,7 @@ def _tuple_of(size):
         _fence(stack, state, size)
         items = tuple(stack[-size:])
         del stack[-size:]
+        state.made.append(items)
         stack.append(items)
         return pos
     return tuple_of
@@ -434,7 +479,9 @@ def _binpersid(data, pos, stack, state):
 def _reduce(data, pos, stack, state):
     _fence(stack, state, 2)
     args = stack.pop()
-    stack[-1] = _call(stack[-1], args, state.checked)
+    made = stack[-1] = _call(stack[-1], args, state.checked)
+    if type(made) is Dict:  # an OrderedDict(): see _release
+        state.made.append(made)
     return pos
 
 
@@ -487,10 +534,10 @@ def _stop(data, pos, stack, state):
     if len(stack) != 1 or state.marks:
         raise CheckpointError("the pickle stops with a malformed stack")
     root = stack[0]
-    _check_depth(root)
+    tree = _check_depth(root)
     start = state.start
     protocol = data[start + 1] if data[start] == 0x80 else None  # 0x80: PROTO
-    raise _Stop(WalkResult(root, pos, state.storages, list(state.imported), protocol))
+    raise _Stop(WalkResult(root, pos, state.storages, list(state.imported), protocol), tree)
 
 
 def _refuse(data, pos, stack, state):
@@ -626,7 +673,8 @@ _CHECKED_DEEPER = frozenset((Dict, list, tuple, Global))
 
 def _check_depth(root):
     """Refuse trees nested deeper than any checkpoint is, before anyone recurses into them,
-    and allowed globals left as plain values instead of playing their role."""
+    and allowed globals left as plain values instead of playing their role; return the ids of
+    the tree's containers."""
     seen = set()
     todo = [(root, 0)]
     while todo:
@@ -648,6 +696,7 @@ def _check_depth(root):
                 todo.append((node.metadata, depth))
         else:
             todo.extend([(child, depth) for child in node if type(child) in _CHECKED_DEEPER])
+    return seen
 
 
 def storage_type_dtype(storage_type):

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from support.cli_run import DATA
+from support.cli_run import DATA, PARAMETRIZED
 from support.hand_made import hand_made_checkpoint, system_payload
 
 from pth_legacy_keys import browser
@@ -194,3 +194,19 @@ def test_the_api_starts_no_thread_and_no_writer():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(Path(browser.__file__).parents[1])})
     assert done.stdout.split() == ["False", "False"], done.stdout + done.stderr
+
+
+def test_a_file_named_like_a_url_is_read_where_it_is_never_fetched(tmp_path, monkeypatch):
+    """A page mounts a dropped file under its own name; one named `http:` must not send the API
+    down the HTTP path (the page promises to send nothing)."""
+    from pth_legacy_keys import http_source
+
+    folder = tmp_path / "http:" / "127.0.0.1:9"
+    folder.mkdir(parents=True)
+    shutil.copyfile(PARAMETRIZED, folder / "x.pth")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(http_source, "HttpSource", None)  # any attempt to fetch fails loudly
+    result = browser.check("http://127.0.0.1:9/x.pth")
+    assert result["status"] == "needs-fix", result
+    report, pieces = browser.plan_fix("http://127.0.0.1:9/x.pth")
+    assert str(report.status) == "fixed" and pieces

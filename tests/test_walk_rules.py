@@ -733,13 +733,18 @@ def deep_chain(levels):
     return PROTO2 + b"]" + b"(" + b"]q\x00" + (b"]h\x00aq\x00" * levels) + b"e."
 
 
-def test_a_chain_nested_50000_deep_is_let_go_of_without_a_deep_chain_of_frees():
+@pytest.mark.parametrize("chain", [
+    pytest.param(lambda: deep_chain(50_000), id="lists-through-the-memo"),
+    pytest.param(lambda: PROTO2 + b"K\x01" + b"\x85" * 50_000 + b".", id="tuple1"),  # 5 KB would do in a browser
+    pytest.param(lambda: PROTO2 + b"K\x01" + b"K\x02\x86" * 50_000 + b".", id="tuple2"),
+])
+def test_a_chain_nested_50000_deep_is_let_go_of_without_a_deep_chain_of_frees(chain):
     """Freeing such a chain frees it level by level in C; in Pyodide (the web page's Python, where
     test_supported_pythons.test_suite_passes_in_pyodide runs this test) that overflowed the
     JavaScript stack and killed the interpreter. The walk now lets go of what it made by hand
     there (RELEASE_BY_HAND), and this refusal is one clean line."""
     with pytest.raises(Refused, match="deeper than 100 levels"):
-        walk(deep_chain(50_000))
+        walk(chain())
 
 
 def test_the_walk_lets_go_by_hand_where_the_platform_needs_it(monkeypatch):
@@ -748,8 +753,8 @@ def test_the_walk_lets_go_by_hand_where_the_platform_needs_it(monkeypatch):
     monkeypatch.setattr(pickle_walk, "RELEASE_BY_HAND", True)
     released = []
     real = pickle_walk._release
-    monkeypatch.setattr(pickle_walk, "_release", lambda state, stack, tree=(): (
-        released.append(list(state.made)), real(state, stack, tree)))
+    monkeypatch.setattr(pickle_walk, "_release", lambda state, stack, tree=(), failure=None: (
+        released.append(list(state.made)), real(state, stack, tree, failure)))
     with pytest.raises(Refused, match="deeper than 100 levels"):
         walk(deep_chain(150))
     [made] = released

@@ -297,3 +297,20 @@ def check_accessibility(web_page, tmp_path):
     assert picture.startswith(b"\x89PNG\r\n\x1a\n") and len(picture) > 10_000
     if os.environ.get("PTH_LEGACY_KEYS_SCREENSHOT") == "1":
         SCREENSHOT.write_bytes(picture)
+
+
+def test_a_5_kb_chain_of_tuples_is_refused_and_the_page_still_works_after_it(web_page, tmp_path):
+    """TUPLE1 50,000 times: refused as too deep, as by the CLI. Freeing such a chain level by level
+    overflowed the browser's stack and killed Python in the worker for the rest of the session
+    (pickle_walk.RELEASE_BY_HAND lets go of it by hand there)."""
+    from support import write_zip
+    from support.pickle_ops import PROTO2
+
+    chain = write_zip(tmp_path / "chain.pth", [("archive/data.pkl", PROTO2 + b"K\x01" + b"\x85" * 50_000 + b"."),
+                                                ("archive/byteorder", b"little"), ("archive/version", b"3\n")])
+    good = rvc(tmp_path / "voice.pth")
+    web_page.upload(chain, good)
+    refused = web_page.result("chain.pth")
+    assert refused.get_attribute("data-status") == "refused", refused.inner_text()
+    assert "deeper than 100 levels" in refused.inner_text()
+    assert web_page.result("voice.pth").get_attribute("data-status") == "needs-fix"

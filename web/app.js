@@ -168,7 +168,7 @@ function showResult(entry, { check, fix, pieces }) {
     link.textContent = `Download the fixed ${file.name} (${entry.to} names, ${formatSize(blob.size)})`;
     const box = document.createElement("p");
     box.append(link);
-    const said = fix.line.slice(file.name.length + 2); // "fixed: renamed 4 keys to legacy names"
+    const said = fix.verdict; // "fixed: renamed 4 keys to legacy names" (the line's name may be spelled with escapes)
     element.append(box, paragraph("hint", `${said}, checked as the command line's fix checks its output.`));
   } else if (fix) {
     // The check found keys to rename, but the fix could not be made: say why, as fix does.

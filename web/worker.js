@@ -45,6 +45,10 @@ const ready = (async () => {
   // Import everything a check and a fix use now, so that nothing is loaded later.
   pyodide.runPython(`
 import sys
+# No sockets in here, whatever a file's name says: Pyodide's sockets would be WebSockets, and a
+# page that promises to send nothing must not be able to open one (browser.py reads only local files).
+for blocked in ("socket", "_socket", "ssl", "_ssl"):
+    sys.modules[blocked] = None
 sys.path.insert(0, ${JSON.stringify(PACKAGE_DIR)})
 import json, os
 import pth_legacy_keys
@@ -58,7 +62,8 @@ def page_examine(folder, name, to):
         fixed, pieces = None, None
         if checked["status"] == "needs-fix":
             report, planned = browser.plan_fix(name, to)
-            fixed = {"status": str(report.status), "line": report.line(), "reason": report.reason}
+            fixed = {"status": str(report.status), "line": report.line(), "verdict": report.verdict(),
+                     "reason": report.reason}
             pieces = planned
         return json.dumps(checked), json.dumps(fixed), pieces
     finally:

@@ -17,6 +17,7 @@ import bisect
 import os
 import zlib
 
+from .byte_source import is_url
 from .checkpoint import SourceRange
 from .engine import examine_safely, planned, read_file, require_read_back
 from .errors import CheckpointError, FixAbandoned, Refused
@@ -27,6 +28,13 @@ from .status import Status
 from .torch_route import read
 
 CHUNK = 1 << 20  # bytes of the original read at a time to check a copied range's CRC
+
+
+def local_path(path):
+    """`path` as the name of a local file, whatever it says: a dropped file named
+    `http://host/x.pth` must be read where it was mounted, never fetched."""
+    path = os.fspath(path)
+    return os.path.join(".", path) if is_url(path) else path
 
 
 def check(path, to=LEGACY):
@@ -41,6 +49,7 @@ def check(path, to=LEGACY):
     """
     from .engine import scan
 
+    path = local_path(path)
     report = scan(path, to)
     inspection = inspect_file(path)
     return {
@@ -77,7 +86,7 @@ def plan_fix(path, to=LEGACY, families=None):
     if to not in DIRECTIONS:
         raise ValueError(f"to must be one of {DIRECTIONS}, not {to!r}")
     families = DEFAULT_FAMILIES[to] if families is None else tuple(families)
-    report = FileReport(os.fspath(path), Status.OK, to)
+    report = FileReport(local_path(path), Status.OK, to)
     report.rewrites = True  # as fix's report: a problem says the file was not changed
     plans = []
 

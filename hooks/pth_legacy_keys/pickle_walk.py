@@ -213,16 +213,16 @@ def walk(data, start=0, persistent_id=None):
     except _Stop as stop:
         _release(state, stack, stop.tree)
         return stop.result
-    except struct.error:
-        _release(state, stack)
+    except struct.error as exc:
+        _release(state, stack, failure=exc)
         raise Truncated("the pickle ends before its STOP opcode") from None
-    except IndexError:  # `pos` is still the failing opcode's offset: a handler returns only when done
-        _release(state, stack)
+    except IndexError as exc:  # `pos` is still the failing opcode's offset: a handler returns only when done
+        _release(state, stack, failure=exc)
         if pos + 1 >= len(data):
             raise Truncated("the pickle ends before its STOP opcode") from None
         raise CheckpointError(f"the pickle is malformed near byte {pos - start}") from None
-    except BaseException:
-        _release(state, stack)
+    except BaseException as exc:
+        _release(state, stack, failure=exc)
         raise
 
 
@@ -233,12 +233,18 @@ def walk(data, start=0, persistent_id=None):
 RELEASE_BY_HAND = sys.platform == "emscripten"
 
 
-def _release(state, stack, tree=()):
+def _release(state, stack, tree=(), failure=None):
     """Drop every container the walk made without a deep chain of frees: empty each list and dict
     that is not in `tree` (ids: the result, which the caller keeps), then let go of them newest
-    first. A tuple holds only what was made before it, so each free then ends at once."""
+    first. A tuple holds only what was made before it, so each free then ends at once. The
+    `failure` being raised keeps the finished frames it passed through, whose locals (_stop's
+    root, _check_depth's node) would free a tuple chain from its outer end later: they go first."""
     if not RELEASE_BY_HAND:
         return
+    if failure is not None:
+        import traceback
+
+        traceback.clear_frames(failure.__traceback__)
     stack.clear()
     state.memo.clear()
     state.checked.clear()
@@ -251,6 +257,7 @@ def _release(state, stack, tree=()):
         elif type(node) is Dict and (not node.frozen or not tree):  # a frozen one a tensor may keep
             node.items.clear()
             node.metadata = None
+    node = None  # the loop's last: the newest container, which would free the rest from its end
     while made:
         made.pop()
 

@@ -41,8 +41,7 @@ def test_suite_passes_without_torch(version, tmp_path, request):
         # Its own basetemp: pytest prunes old numbered folders of the user's, and another session's
         # (this one's, or a sibling run's) could be among them. A short one: tests bind unix sockets
         # there, whose paths may hold 108 bytes at most.
-        # -n 0: the outer run's workers already keep the cores busy; more processes only add start-up
-        [venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "--basetemp", basetemp,
+        [venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", basetemp,
          os.path.join(ROOT, "tests")],
         # Without CI=true: this venv holds the package and pytest alone, by design, so the tests of
         # the tools CI installs (pre-commit, zizmor ...) skip here, as they run in the outer suite.

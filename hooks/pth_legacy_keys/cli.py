@@ -434,13 +434,14 @@ def _print_text(args, reports, selection):
     lfs_pointers = args.lfs_pointers if objects_to_fix else "error"  # what the fix needs, not what the check took
     if args.verbosity >= 0:
         print(summary(args.command, statuses))
-    if args.verbosity >= 0:
         for note in selection.notes():
             print(note)
     if to_fix:
-        from .commands import fix_hint
+        from .commands import HINT_NAMES, fix_hint
 
-        for line in fix_hint(to_fix, args.to, args.only, lfs_pointers, args.hook, _selection_arguments(args)):
+        # Only a hint of more names than it shows repeats the selection (and asks git for a commit).
+        repeated = _selection_arguments(args) if len(to_fix) > HINT_NAMES and not args.hook else None
+        for line in fix_hint(to_fix, args.to, args.only, lfs_pointers, args.hook, repeated):
             print(console_line(line))
     return exit_code(statuses)
 
@@ -455,7 +456,7 @@ def _selection_arguments(args):
             return None
         options.append(f"--files-from={args.files_from}")  # one word: a name like `-l.txt` stays a value
     if args.changed_since is not None:
-        from .discover import commit_of
+        from .discover import commit_of  # only here: the hint of a failing check needs it
 
         options.append(f"--changed-since={commit_of(args.changed_since)}")
     return options, list(args.paths)

@@ -9,6 +9,7 @@ from .patterns import GLOB_CHARACTERS
 from .rename import DEFAULT_FAMILIES, LEGACY
 
 FIX_HOOK = "fix-pth-legacy-keys"
+FIX_A_URL = "download the file and run pth-legacy-keys fix on the copy"  # fix writes only local files
 # A hint names at most this many files; beyond, it repeats the selection that found them.
 HINT_NAMES = 20
 
@@ -69,8 +70,7 @@ def fix_hint(to_fix, to, families, lfs_pointers, hook, selection):
         else:
             lines.append(f"to fix them: {fix_command(to, to_fix, families, lfs_pointers)}")
     if urls:
-        lines.append(f"to fix {'a URL' if len(urls) == 1 else 'URLs'}: download the file and run "
-                     "pth-legacy-keys fix on the copy")
+        lines.append(f"to fix {'a URL' if len(urls) == 1 else 'URLs'}: {FIX_A_URL}")
     return lines
 
 

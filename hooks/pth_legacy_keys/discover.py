@@ -192,7 +192,7 @@ def _git_tracks_files_in(folder):
 
 def _git_changed_files(revision):
     """Paths (relative to here) added or changed between `revision` and HEAD, as `git diff A...B` shows."""
-    commit = _git_commit(revision)
+    commit = commit_of(revision)
     try:
         # The verified commit id, never the user's text, reaches the diff: it cannot be an option.
         # --ignore-submodules=none: a pull request's .gitmodules can say `ignore = all` to hide
@@ -218,11 +218,6 @@ def _is_changed(path, changed):
 
 
 def commit_of(revision):
-    """The commit id `revision` names (DiscoveryError if none)."""
-    return _git_commit(revision)
-
-
-def _git_commit(revision):
     """The commit id `revision` names. `--end-of-options` keeps a revision like `--output=x` a
     revision; the commit is asked of the id, not of the text, where a `^{commit}` suffix would
     become part of a `:/message` search."""

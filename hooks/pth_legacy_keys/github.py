@@ -16,7 +16,7 @@ import uuid
 from .rename import shown_name
 from . import __version__
 from .byte_source import is_url
-from .commands import FIX_HOOK, fix_command, fix_options, name_bytes, shell_word
+from .commands import FIX_A_URL, FIX_HOOK, fix_command, fix_options, name_bytes, shell_word
 from .report import encodable, printable, summary
 from .status import Status
 
@@ -79,7 +79,7 @@ def _annotation(report, fixing=(None, "error")):
     if report.status == Status.NEEDS_FIX:
         why = ("older loaders ignore these keys without an error" if report.to == "legacy"
                else "this repository keeps the parametrized names")
-        fix = ("download it and run pth-legacy-keys fix on the copy" if is_url(report.path) else
+        fix = (FIX_A_URL if is_url(report.path) else
                f"{fix_command(report.to, [report.path], *fixing)} (or the {FIX_HOOK} pre-commit hook)")
         return "error", f"{report.key_kind()} keys", f"{report.verdict()}; {why}. Fix: {fix}"
     if report.status == Status.NOT_CHECKED:

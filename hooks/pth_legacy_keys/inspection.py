@@ -15,7 +15,7 @@ import os
 
 from . import rvc
 from .byte_source import is_url
-from .commands import fix_command
+from .commands import FIX_A_URL, fix_command
 from .engine import examine_safely, lfs_object_of, read_file
 from .pickle_walk import Dict, Tensor
 from .rename import FAMILIES, LEGACY, PARAMETRIZED, plan, shown_name
@@ -343,7 +343,7 @@ def _key_reasons(keys, path, why):
 
 def _fix_command(path):
     if is_url(path):
-        return "download it and run `pth-legacy-keys fix` on the copy"  # fix writes only local files
+        return FIX_A_URL
     return f"run `{fix_command(LEGACY, [path])}`"  # as check's hint spells it: `--`, the name quoted
 
 

@@ -19,7 +19,7 @@ import zlib
 
 from .byte_source import is_url
 from .checkpoint import SourceRange
-from .engine import examine_safely, planned, read_file, require_read_back
+from .engine import examine_safely, planned, read_file, require_read_back, status_of
 from .errors import CheckpointError, FixAbandoned, Refused
 from .inspection import inspect_file
 from .rename import DEFAULT_FAMILIES, DIRECTIONS, LEGACY
@@ -93,9 +93,8 @@ def plan_fix(path, to=LEGACY, families=None):
     def examine(real_path):
         checkpoint = read_file(report, real_path, for_rewrite=True)
         renames = planned(report, checkpoint, to, families)
-        if renames.problems:
-            report.status = Status.CANNOT_CONVERT
-        elif renames.renames or renames.param_names:
+        report.status = status_of(renames)
+        if report.status == Status.NEEDS_FIX:
             plans.append(_checked_pieces(real_path, checkpoint, renames, to, families))
             report.status = Status.FIXED
 

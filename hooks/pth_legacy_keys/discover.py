@@ -6,7 +6,7 @@ from collections import namedtuple
 
 from .byte_source import is_url
 from .patterns import expand, is_pattern
-from .report import printable
+from .report import counted, printable
 from .symlinks import inside_repository
 from .walk import entries, in_git_work_tree, tool_folder
 
@@ -29,16 +29,12 @@ class Selection(namedtuple("Selection", "files untracked left_out unchecked_subm
         lines = []
         if self.untracked:
             them = "them" if self.untracked != 1 else "it"
-            lines.append(f"left out {_count(self.untracked, 'checkpoint')} that git does not track "
+            lines.append(f"left out {counted(self.untracked, 'checkpoint')} that git does not track "
                          f"(git ls-files --others lists {them}): name {them} to check {them}, or git add {them}")
         if self.unchecked_submodules:
-            lines.append(f"left out {_count(self.unchecked_submodules, 'submodule')} that {'is' if self.unchecked_submodules == 1 else 'are'} not "
+            lines.append(f"left out {counted(self.unchecked_submodules, 'submodule')} that {'is' if self.unchecked_submodules == 1 else 'are'} not "
                          "checked out: git submodule update --init --recursive checks them out")
         return lines
-
-
-def _count(n, noun):
-    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 class DiscoveryError(Exception):

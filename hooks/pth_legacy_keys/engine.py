@@ -65,18 +65,14 @@ def _run(path, to, lfs_pointers, families, write, compare_with_torch=False, root
         lfs_object = lfs_object_of(real_path, lfs_pointers, lfs_objects)
         checkpoint = read_file(report, real_path, for_rewrite=write and lfs_object is None, lfs_object=lfs_object)
         renames = planned(report, checkpoint, to, families)
-        if renames.problems:
-            report.status = Status.CANNOT_CONVERT
-        elif renames.renames or renames.param_names:
-            if write:
-                require_no_link_out(path, root, to)
-                if lfs_object is not None:
-                    report.verified = _fix_lfs_object(real_path, lfs_object, report, to, families, compare_with_torch)
-                else:
-                    report.verified = _rewrite(real_path, checkpoint, renames, to, families, compare_with_torch)
-                report.status = Status.FIXED
+        report.status = status_of(renames)
+        if report.status == Status.NEEDS_FIX and write:
+            require_no_link_out(path, root, to)
+            if lfs_object is not None:
+                report.verified = _fix_lfs_object(real_path, lfs_object, report, to, families, compare_with_torch)
             else:
-                report.status = Status.NEEDS_FIX
+                report.verified = _rewrite(real_path, checkpoint, renames, to, families, compare_with_torch)
+            report.status = Status.FIXED
 
     return examine_safely(report, examine, lfs_pointers)
 
@@ -93,6 +89,15 @@ def planned(report, checkpoint, to, families):
     report.modules, report.problems = renames.modules, renames.problems
     report.families = renames.families
     return renames
+
+
+def status_of(renames):
+    """The status `check` gives a file with this plan: cannot-convert, needs-fix or ok."""
+    if renames.problems:
+        return Status.CANNOT_CONVERT
+    if renames.renames or renames.param_names:
+        return Status.NEEDS_FIX
+    return Status.OK
 
 
 def require_read_back(written, checkpoint, rewrite, to, families):

@@ -16,10 +16,10 @@ import os
 from . import rvc
 from .byte_source import is_url
 from .commands import FIX_A_URL, fix_command
-from .engine import examine_safely, lfs_object_of, read_file
+from .engine import examine_safely, lfs_object_of, read_file, status_of
 from .pickle_walk import Dict, Tensor
 from .rename import FAMILIES, LEGACY, PARAMETRIZED, plan, shown_name
-from .report import Outcome, printable, shortener, transfer_line
+from .report import Outcome, counted, printable, shortener, transfer_line
 from .status import Status
 
 METADATA_TEXT_LIMIT = 80
@@ -131,8 +131,8 @@ class Inspection(Outcome):
 
     def _status_detail(self):
         if self.status == Status.CANNOT_CONVERT:
-            return STATUS_TEXT[self.status].format(_counted(len(self.keys["cannot_convert"]), "module"))
-        return STATUS_TEXT[self.status].format(_counted(self.keys["parametrized_keys"], "key"))
+            return STATUS_TEXT[self.status].format(counted(len(self.keys["cannot_convert"]), "module"))
+        return STATUS_TEXT[self.status].format(counted(self.keys["parametrized_keys"], "key"))
 
 
 def inspect_file(path, lfs_pointers="error", lfs_objects=None):
@@ -156,7 +156,7 @@ def _inspect(inspection, path, lfs_object):
         inspection.pickle = {"protocol": checkpoint.pickle.protocol, "globals": list(checkpoint.pickle.globals)}
     inspection.tensors = _tensor_stats(root)
     to_legacy = plan(root, LEGACY)
-    inspection.status = _check_status(to_legacy)
+    inspection.status = status_of(to_legacy)
     inspection.keys = _key_style(root, to_legacy)
     inspection.kind = kind(root)
     rvc_file = rvc.is_rvc_file(root)
@@ -166,15 +166,6 @@ def _inspect(inspection, path, lfs_object):
     inspection.legacy_torch = _legacy_torch_verdict(inspection.keys, inspection.path)
     if rvc_file:
         inspection.legacy_rvc = _legacy_rvc_verdict(inspection)
-
-
-def _check_status(to_legacy):
-    """The status `check` gives the file (engine._run, to legacy names, both families)."""
-    if to_legacy.problems:
-        return Status.CANNOT_CONVERT
-    if to_legacy.renames or to_legacy.param_names:
-        return Status.NEEDS_FIX
-    return Status.OK
 
 
 def kind(root):
@@ -331,12 +322,12 @@ def _key_reasons(keys, path, why):
     parametrized keys; the fix command for `path` when renaming is all it takes (None: it is not)."""
     reasons = []
     if keys["parametrized_keys"]:
-        reason = f"{_counted(keys['parametrized_keys'], 'parametrized key')}{why}"
+        reason = f"{counted(keys['parametrized_keys'], 'parametrized key')}{why}"
         fix = "" if keys["cannot_convert"] or path is None else f"; {_fix_command(path)}"
         reasons.append(reason + fix)
     if keys["cannot_convert"]:
         first = keys["cannot_convert"][0]
-        reasons.append(f"{_counted(len(keys['cannot_convert']), 'module')} cannot be converted, "
+        reasons.append(f"{counted(len(keys['cannot_convert']), 'module')} cannot be converted, "
                        f"e.g. {first['module']}: {first['reason']}")
     return reasons
 
@@ -345,10 +336,6 @@ def _fix_command(path):
     if is_url(path):
         return FIX_A_URL
     return f"run `{fix_command(LEGACY, [path])}`"  # as check's hint spells it: `--`, the name quoted
-
-
-def _counted(count, noun):
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _legacy_names_reason(keys):

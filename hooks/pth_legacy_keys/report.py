@@ -34,6 +34,11 @@ def no_legacy_commands(text, bracket):
     return text.replace("##[", "##" + bracket) if "##[" in text else text
 
 
+def counted(count, noun):
+    """"1 file", "2 files": `count` and `noun`, plural where it must be."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def printable(text):
     """`text` with control characters spelled out, so that a file name is always one line."""
     if text.isprintable():
